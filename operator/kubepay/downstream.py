@@ -1,0 +1,98 @@
+"""Mirror a PaymentIntent's status into its payments row and announce each milestone on Kafka once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubepay import events
+from kubepay.config import Settings
+from kubepay.identity import payment_id
+from kubepay.kube_client import PAYMENT_INTENTS, KubeClient
+from kubepay.phases import DB_STATUS, Phase
+from kubepay.publisher import Publisher
+from kubepay.store import PaymentRow, Store
+
+log = logging.getLogger(__name__)
+
+
+def payment_of(body: dict[str, Any]) -> events.Payment:
+    meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
+    failure = status.get("failure") or {}
+    stripe_block = status.get("stripe") or {}
+    return events.Payment(
+        uid=meta["uid"],
+        namespace=meta["namespace"],
+        name=meta["name"],
+        payment_id=status.get("paymentId") or str(payment_id(meta["uid"])),
+        order_id=spec["orderId"],
+        user_id=spec.get("userId"),
+        amount_minor=int(spec["amount"]),
+        currency=spec["currency"],
+        provider_id=stripe_block.get("paymentIntentId", ""),
+        payment_method=stripe_block.get("paymentMethod"),
+        failure_code=failure.get("declineCode") or failure.get("code"),
+        failure_reason=failure.get("message"),
+        observed_at=int(stripe_block.get("lastEventCreated") or 0),
+    )
+
+
+def row_of(body: dict[str, Any]) -> PaymentRow:
+    payment = payment_of(body)
+    status = body.get("status") or {}
+    return PaymentRow(
+        id=payment_id(payment.uid),
+        order_id=payment.order_id,
+        user_id=payment.user_id,
+        amount=payment.amount_minor,
+        currency=payment.currency,
+        status=DB_STATUS[Phase(status["phase"])],
+        payment_method=payment.payment_method,
+        provider_payment_id=payment.provider_id or None,
+        amount_received=int(status.get("amountReceived") or 0),
+        amount_refunded=int(status.get("amountRefunded") or 0),
+        failure_code=payment.failure_code,
+        failure_reason=payment.failure_reason,
+        resource_namespace=payment.namespace,
+        resource_name=payment.name,
+        resource_uid=payment.uid,
+    )
+
+
+def ready_for_downstream(body: dict[str, Any]) -> bool:
+    """A Stripe intent exists, or Stripe refused to create one (the order still learns it failed)."""
+    status = body.get("status") or {}
+    has_intent = bool((status.get("stripe") or {}).get("paymentIntentId"))
+    return bool(status.get("phase")) and (has_intent or status.get("phase") == Phase.FAILED.value)
+
+
+def due(body: dict[str, Any]) -> list[str]:
+    status = body["status"]
+    milestones = events.due(Phase(status["phase"]), list(status.get("published") or []))
+    if not (status.get("stripe") or {}).get("paymentIntentId"):
+        milestones = [m for m in milestones if m != events.INITIATED]
+    return milestones
+
+
+async def sync(
+    body: dict[str, Any], store: Store, publisher: Publisher, kube: KubeClient, settings: Settings
+) -> list[str]:
+    """Upsert the row, publish what the phase implies and was not published, then record it. Returns it."""
+    if not ready_for_downstream(body):
+        return []
+    status = body["status"]
+    await store.upsert_payment(row_of(body))
+    milestones = due(body)
+    if not milestones:
+        return []
+    payment = payment_of(body)
+    await publisher.publish(
+        [m for milestone in milestones for m in events.messages_for(milestone, payment, settings.topics,
+                                                                     settings.source)]
+    )
+    meta = body["metadata"]
+    # Only the controller writes `published`, one daemon per resource: no precondition needed.
+    await kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"],
+                            {"published": list(status.get("published") or []) + milestones}, None)
+    log.info("published %s for %s/%s", ",".join(milestones), meta["namespace"], meta["name"])
+    return milestones

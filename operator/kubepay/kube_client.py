@@ -1,0 +1,124 @@
+"""Async Kubernetes API calls made outside kopf's handlers (status writes, Secrets, look-ups)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+GROUP = "kubepay.io"
+VERSION = "v1alpha1"
+PAYMENT_INTENTS = "paymentintents"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeUnavailable(Exception):
+    """The API server could not be reached or answered 5xx; the caller should retry later."""
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read again and recompute."""
+
+
+class NotFound(Exception):
+    """The object does not exist (any more)."""
+
+
+def _translate(exc: ApiException) -> Exception:
+    if exc.status == 409:
+        return Conflict(str(exc.reason))
+    if exc.status == 404:
+        return NotFound(str(exc.reason))
+    if exc.status is None or exc.status >= 500 or exc.status == 429:
+        return KubeUnavailable(f"Kubernetes API answered {exc.status}")
+    return exc
+
+
+async def load_config() -> client.ApiClient:
+    """In-cluster service account when present, the kubeconfig otherwise."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        await config.load_kube_config()
+    return client.ApiClient()
+
+
+class KubeClient:
+    """The few typed calls kubepay makes; every failure is mapped to Conflict, NotFound or KubeUnavailable."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+
+    @classmethod
+    async def connect(cls) -> KubeClient:
+        return cls(await load_config())
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except ApiException as exc:
+            raise _translate(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise KubeUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("aiohttp"):
+                raise KubeUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from None
+            raise
+
+    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        )
+        return result
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """Merge-patch status; with a resourceVersion the write is refused (Conflict) if anyone wrote since."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        result: dict[str, Any] = await self._call(
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH  # type: ignore[call-arg]
+            )
+        )
+        return result
+
+    async def ping(self) -> None:
+        await self._call(client.VersionApi(self._api).get_code())
+
+    async def apply_secret(
+        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any], labels: dict[str, str]
+    ) -> None:
+        """Create the Secret, or leave an existing one in place (it already holds the same value)."""
+        secret = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                labels=labels,
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version=owner["apiVersion"],
+                        kind=owner["kind"],
+                        name=owner["metadata"]["name"],
+                        uid=owner["metadata"]["uid"],
+                        controller=True,
+                        block_owner_deletion=True,
+                    )
+                ],
+            ),
+            type="Opaque",
+            string_data=data,
+        )
+        try:
+            await self._call(self._core.create_namespaced_secret(namespace, secret))
+        except Conflict:
+            return

@@ -1,0 +1,15 @@
+"""Prometheus metrics shared by the controller and the receiver."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+STRIPE_REQUESTS = Counter(
+    "kubepay_stripe_requests_total", "Stripe API calls by operation and outcome.", ["operation", "outcome"]
+)
+WEBHOOK_EVENTS = Counter(
+    "kubepay_webhook_events_total", "Stripe webhook deliveries by event type and outcome.", ["type", "outcome"]
+)
+KAFKA_MESSAGES = Counter("kubepay_kafka_messages_total", "Messages published to Kafka by topic.", ["topic"])
+TRANSITIONS = Counter("kubepay_phase_transitions_total", "PaymentIntent phase transitions seen.", ["phase"])
+WEBHOOK_LATENCY = Histogram("kubepay_webhook_seconds", "Time to handle one webhook delivery.")

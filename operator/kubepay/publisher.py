@@ -1,0 +1,48 @@
+"""Kafka producer: acks=all and idempotence by default, every send awaited before it counts."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from kubepay import metrics
+from kubepay.events import Message
+
+
+class PublishFailed(Exception):
+    """The broker did not acknowledge a message; the caller retries later (nothing is recorded)."""
+
+
+class Publisher:
+    def __init__(self, brokers: str, acks: str = "all", idempotence: bool = True) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=brokers,
+            acks="all" if acks == "all" else int(acks),
+            enable_idempotence=idempotence,
+            request_timeout_ms=15000,
+            client_id="kubepay",
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise PublishFailed(f"Kafka unreachable: {type(exc).__name__}") from None
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, messages: list[Message]) -> None:
+        """Send all, then wait for every acknowledgement (in order per key, since keys pick partitions)."""
+        try:
+            futures = [
+                await self._producer.send(m.topic, m.encoded_value(), key=m.key.encode(), headers=m.headers)
+                for m in messages
+            ]
+            for future in futures:
+                await future
+        except KafkaError as exc:
+            raise PublishFailed(f"Kafka refused a message: {type(exc).__name__}") from None
+        for m in messages:
+            metrics.KAFKA_MESSAGES.labels(m.topic).inc()

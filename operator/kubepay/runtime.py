@@ -1,0 +1,43 @@
+"""The long-lived clients a controller process shares between its handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from kubepay import migrate
+from kubepay.config import Settings
+from kubepay.kube_client import KubeClient
+from kubepay.publisher import Publisher
+from kubepay.store import Store
+from kubepay.stripe_gateway import StripeGateway
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    gateway: StripeGateway
+    store: Store
+    publisher: Publisher
+    kube: KubeClient
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        if settings.migrate_on_start:
+            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+        store = await Store.connect(settings.database_url)
+        publisher = Publisher(settings.kafka_brokers, settings.kafka_acks, settings.kafka_idempotence)
+        await publisher.start()
+        return cls(
+            settings=settings,
+            gateway=StripeGateway(settings.stripe_secret_key, settings.stripe_api_base, settings.stripe_rate_limit),
+            store=store,
+            publisher=publisher,
+            kube=await KubeClient.connect(),
+        )
+
+    async def close(self) -> None:
+        await self.gateway.close()
+        await self.publisher.stop()
+        await self.store.close()
+        await self.kube.close()

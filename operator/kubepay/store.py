@@ -1,0 +1,123 @@
+"""PostgreSQL mirror and ledger: the payments row of each resource and every Stripe event received."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+
+class StoreUnavailable(Exception):
+    """PostgreSQL could not be reached; the caller answers 503 or retries."""
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    id: uuid.UUID
+    order_id: str
+    user_id: str | None
+    amount: int
+    currency: str
+    status: str
+    payment_method: str | None
+    provider_payment_id: str | None
+    amount_received: int
+    amount_refunded: int
+    failure_code: str | None
+    failure_reason: str | None
+    resource_namespace: str
+    resource_name: str
+    resource_uid: str
+
+
+_UPSERT = """
+INSERT INTO payments (id, order_id, user_id, amount, currency, status, payment_method, provider_payment_id,
+                      amount_received, amount_refunded, failure_code, failure_reason,
+                      resource_namespace, resource_name, resource_uid)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (resource_uid) DO UPDATE SET
+    amount = EXCLUDED.amount, user_id = EXCLUDED.user_id, status = EXCLUDED.status,
+    payment_method = COALESCE(EXCLUDED.payment_method, payments.payment_method),
+    provider_payment_id = EXCLUDED.provider_payment_id, amount_received = EXCLUDED.amount_received,
+    amount_refunded = EXCLUDED.amount_refunded, failure_code = EXCLUDED.failure_code,
+    failure_reason = EXCLUDED.failure_reason, updated_at = now()
+WHERE (payments.amount, payments.user_id, payments.status, payments.payment_method,
+       payments.provider_payment_id, payments.amount_received, payments.amount_refunded,
+       payments.failure_code, payments.failure_reason)
+  IS DISTINCT FROM
+      (EXCLUDED.amount, EXCLUDED.user_id, EXCLUDED.status,
+       COALESCE(EXCLUDED.payment_method, payments.payment_method), EXCLUDED.provider_payment_id,
+       EXCLUDED.amount_received, EXCLUDED.amount_refunded, EXCLUDED.failure_code, EXCLUDED.failure_reason)
+"""
+
+_RECORD_EVENT = """
+INSERT INTO payment_events (stripe_event_id, type, provider_payment_id, stripe_created, livemode, payload)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+ON CONFLICT (stripe_event_id) DO NOTHING
+RETURNING id
+"""
+
+
+class Store:
+    """A small asyncpg pool; every connection failure surfaces as StoreUnavailable."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 10) -> Store:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _execute(self, query: str, *args: Any) -> Any:
+        try:
+            async with self._pool.acquire(timeout=10) as conn:
+                return await conn.fetch(query, *args)
+        except (OSError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError,
+                asyncpg.exceptions.AdminShutdownError) as exc:
+            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None
+
+    async def ping(self) -> None:
+        await self._execute("SELECT 1")
+
+    async def upsert_payment(self, row: PaymentRow) -> None:
+        await self._execute(
+            _UPSERT, row.id, row.order_id, row.user_id, row.amount, row.currency, row.status,
+            row.payment_method, row.provider_payment_id, row.amount_received, row.amount_refunded,
+            row.failure_code, row.failure_reason, row.resource_namespace, row.resource_name, row.resource_uid,
+        )
+
+    async def get_payment(self, payment_id: uuid.UUID) -> PaymentRow | None:
+        rows = await self._execute(
+            f"SELECT {', '.join(PaymentRow.__dataclass_fields__)} FROM payments WHERE id = $1", payment_id
+        )
+        return PaymentRow(**dict(rows[0])) if rows else None
+
+    async def record_event(self, event: dict[str, Any], provider_payment_id: str | None) -> bool:
+        """Insert the event into the ledger; False if it was there already (a redelivery)."""
+        rows = await self._execute(
+            _RECORD_EVENT, event["id"], event["type"], provider_payment_id, int(event.get("created") or 0),
+            bool(event.get("livemode", False)), json.dumps(event),
+        )
+        return bool(rows)
+
+    async def event_processed(self, event_id: str) -> bool:
+        rows = await self._execute("SELECT processed FROM payment_events WHERE stripe_event_id = $1", event_id)
+        return bool(rows and rows[0]["processed"])
+
+    async def mark_processed(self, event_id: str, outcome: str) -> None:
+        await self._execute(
+            "UPDATE payment_events SET processed = true, processed_at = now(), outcome = $2 "
+            "WHERE stripe_event_id = $1",
+            event_id, outcome,
+        )

@@ -1,0 +1,110 @@
+"""Stripe calls with idempotency keys, a client-side rate limit and errors sorted into retry or give up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import stripe
+
+from kubepay import metrics
+from kubepay.rate_limit import TokenBucket
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class StripeRejected(Exception):
+    """Stripe refused the request for a reason retrying cannot fix (bad spec, declined card, ...)."""
+
+    code: str
+    message: str
+    decline_code: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def failure(self) -> dict[str, str]:
+        result = {"code": self.code, "declineCode": self.decline_code, "message": self.message}
+        return {key: value for key, value in result.items() if value}
+
+
+@dataclass
+class StripeUnavailable(Exception):
+    """Network trouble, 5xx or 429: retry after `retry_after` seconds."""
+
+    message: str
+    retry_after: float
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StripeGateway:
+    """The Stripe operations kubepay performs, as plain dicts."""
+
+    def __init__(self, api_key: str, api_base: str | None = None, rate_limit: float = 20.0) -> None:
+        self._http = stripe.AIOHTTPClient(timeout=30)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=2,
+            http_client=self._http,
+        )
+        self._bucket = TokenBucket(rate_limit)
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        await self._bucket.acquire()
+        try:
+            result = await fn()
+        except stripe.RateLimitError as exc:
+            metrics.STRIPE_REQUESTS.labels(operation, "rate_limited").inc()
+            self._bucket.pause(2.0)
+            raise StripeUnavailable("Stripe rate limit reached", 2.0) from exc
+        except (stripe.APIConnectionError, stripe.APIError) as exc:
+            metrics.STRIPE_REQUESTS.labels(operation, "unavailable").inc()
+            raise StripeUnavailable(f"Stripe unavailable: {type(exc).__name__}", 5.0) from exc
+        except stripe.StripeError as exc:
+            status = exc.http_status or 0
+            if status >= 500 or (status == 409 and not isinstance(exc, stripe.IdempotencyError)):
+                metrics.STRIPE_REQUESTS.labels(operation, "unavailable").inc()
+                raise StripeUnavailable(f"Stripe answered {status}", 5.0) from exc
+            metrics.STRIPE_REQUESTS.labels(operation, "rejected").inc()
+            error = exc.error
+            raise StripeRejected(
+                code=str(getattr(error, "code", None) or exc.code or type(exc).__name__),
+                message=str(getattr(error, "message", None) or exc.user_message or "Stripe refused the request"),
+                decline_code=str(getattr(error, "decline_code", None) or ""),
+            ) from exc
+        metrics.STRIPE_REQUESTS.labels(operation, "ok").inc()
+        return result
+
+    async def create_intent(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        intent = await self._call(
+            "create_intent",
+            lambda: self._client.v1.payment_intents.create_async(
+                params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
+            ),
+        )
+        return intent.to_dict()
+
+    async def retrieve_intent(self, intent_id: str) -> dict[str, Any]:
+        intent = await self._call(
+            "retrieve_intent", lambda: self._client.v1.payment_intents.retrieve_async(intent_id)
+        )
+        return intent.to_dict()
+
+    async def cancel_intent(self, intent_id: str, idempotency_key: str) -> dict[str, Any]:
+        intent = await self._call(
+            "cancel_intent",
+            lambda: self._client.v1.payment_intents.cancel_async(
+                intent_id, options={"idempotency_key": idempotency_key}
+            ),
+        )
+        return intent.to_dict()

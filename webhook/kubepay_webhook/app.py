@@ -1,0 +1,79 @@
+"""The receiver's aiohttp application: webhook routes, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kubepay import metrics
+from kubepay.kube_client import Conflict, KubeClient, KubeUnavailable
+from kubepay.store import Store, StoreUnavailable
+from kubepay_webhook import receiver
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+KUBE: web.AppKey[KubeClient] = web.AppKey("kube", KubeClient)
+SECRET: web.AppKey[str] = web.AppKey("webhook_secret", str)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    with metrics.WEBHOOK_LATENCY.time():
+        try:
+            payload = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
+        try:
+            event = receiver.verify(payload, request.headers.get("Stripe-Signature"), request.app[SECRET])
+        except receiver.BadRequest as exc:
+            metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
+            return _error(400, str(exc))
+        try:
+            outcome = await receiver.handle(event, request.app[STORE], request.app[KUBE])
+        except (StoreUnavailable, KubeUnavailable, Conflict) as exc:
+            log.warning("webhook %s deferred: %s", event["id"], exc)
+            metrics.WEBHOOK_EVENTS.labels(event["type"], "unavailable").inc()
+            return _error(503, "temporarily unable to process the event; Stripe will retry")
+        log.info("webhook %s %s: %s", event["id"], event["type"], outcome.outcome)
+        return web.json_response({"received": True, "outcome": outcome.outcome}, status=outcome.status)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems: dict[str, str] = {}
+    try:
+        await request.app[STORE].ping()
+    except StoreUnavailable as exc:
+        problems["postgres"] = str(exc)
+    try:
+        await request.app[KUBE].ping()
+    except KubeUnavailable as exc:
+        problems["kubernetes"] = str(exc)
+    if problems:
+        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics_view(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(store: Store, kube: KubeClient, webhook_secret: str) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[STORE], app[KUBE], app[SECRET] = store, kube, webhook_secret
+    app.router.add_post("/payments/webhook", webhook)
+    app.router.add_post("/webhooks/stripe", webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app
