@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from kubepay import events
@@ -66,25 +67,35 @@ def ready_for_downstream(body: dict[str, Any]) -> bool:
     return bool(status.get("phase")) and (has_intent or status.get("phase") == Phase.FAILED.value)
 
 
-def due(body: dict[str, Any]) -> list[str]:
+def due(body: dict[str, Any], published: list[str]) -> list[str]:
     status = body["status"]
-    milestones = events.due(Phase(status["phase"]), list(status.get("published") or []))
+    milestones = events.due(Phase(status["phase"]), published)
     if not (status.get("stripe") or {}).get("paymentIntentId"):
         milestones = [m for m in milestones if m != events.INITIATED]
     return milestones
 
 
 async def sync(
-    body: dict[str, Any], store: Store, publisher: Publisher, kube: KubeClient, settings: Settings
+    body: dict[str, Any],
+    store: Store,
+    publisher: Publisher,
+    kube: KubeClient,
+    settings: Settings,
+    known_published: Sequence[str] = (),
 ) -> list[str]:
-    """Upsert the row, publish what the phase implies and was not published, then record it. Returns it."""
+    """Upsert the row, publish what the phase implies and was not published, then record it.
+
+    `known_published` is what this process recorded itself and may not have seen echoed back by the
+    watch yet. Returns the full published list.
+    """
+    status = body.get("status") or {}
+    published = list(dict.fromkeys([*(status.get("published") or []), *known_published]))
     if not ready_for_downstream(body):
-        return []
-    status = body["status"]
+        return published
     await store.upsert_payment(row_of(body))
-    milestones = due(body)
+    milestones = due(body, published)
     if not milestones:
-        return []
+        return published
     payment = payment_of(body)
     await publisher.publish(
         [m for milestone in milestones for m in events.messages_for(milestone, payment, settings.topics,
@@ -92,7 +103,7 @@ async def sync(
     )
     meta = body["metadata"]
     # Only the controller writes `published`, one daemon per resource: no precondition needed.
-    await kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"],
-                            {"published": list(status.get("published") or []) + milestones}, None)
+    published += milestones
+    await kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"], {"published": published}, None)
     log.info("published %s for %s/%s", ",".join(milestones), meta["namespace"], meta["name"])
-    return milestones
+    return published

@@ -124,6 +124,7 @@ async def mirror(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> 
     rt = runtime(memo)
     signal = wake_event(memo)
     last_phase = body.get("status", {}).get("phase")
+    published: list[str] = []
     failures = 0
     while True:
         signal.clear()
@@ -135,7 +136,7 @@ async def mirror(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> 
                        reason=phase, message=_transition_message(snapshot, last_phase))
             last_phase = phase
         try:
-            await downstream.sync(snapshot, rt.store, rt.publisher, rt.kube, rt.settings)
+            published = await downstream.sync(snapshot, rt.store, rt.publisher, rt.kube, rt.settings, published)
             failures = 0
         except RETRYABLE as exc:
             failures += 1

@@ -1,0 +1,145 @@
+"""Test helpers: waits with deadlines, signed Stripe events, Kubernetes and Postgres look-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import asyncpg
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubepay.sandbox.kafka import ConsumedMessage, KafkaBroker
+
+T = TypeVar("T")
+GROUP, VERSION, PLURAL = "kubepay.io", "v1alpha1", "paymentintents"
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0, what: str = "condition"
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """Stripe's scheme: t=TIMESTAMP,v1=HMAC_SHA256(secret, "TIMESTAMP.BODY")."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def stripe_event(event_type: str, obj: dict[str, Any], created: int | None = None,
+                 event_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": event_id or f"evt_{secrets.token_hex(12)}",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "type": event_type,
+        "created": int(time.time()) if created is None else created,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "data": {"object": obj},
+    }
+
+
+async def deliver(url: str, event: dict[str, Any] | bytes, secret: str, timestamp: int | None = None,
+                  signature: str | None = None) -> tuple[int, dict[str, Any]]:
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    headers = {"Content-Type": "application/json",
+               "Stripe-Signature": signature if signature is not None else sign(body, secret, timestamp)}
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        try:
+            payload = await response.json(content_type=None)
+        except ValueError:
+            payload = {}
+        return response.status, payload or {}
+
+
+class Kube:
+    """kubernetes_asyncio against whatever the kubeconfig names (the emulator, or a kind cluster)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    @classmethod
+    async def connect(cls, kubeconfig: str) -> Kube:
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        return cls(client.ApiClient(cfg))
+
+    async def create_pi(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PaymentIntent",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        result: dict[str, Any] = await self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body)
+        return result
+
+    async def get_pi(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def wait_pi(self, namespace: str, name: str, predicate: Callable[[dict[str, Any]], bool],
+                      timeout: float = 20.0, what: str = "status") -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            obj = await self.get_pi(namespace, name)
+            return obj if obj is not None and predicate(obj) else None
+        return await wait_for(probe, timeout, f"{namespace}/{name}: {what}")
+
+    async def phase_is(self, namespace: str, name: str, phase: str, timeout: float = 20.0) -> dict[str, Any]:
+        return await self.wait_pi(namespace, name, lambda o: (o.get("status") or {}).get("phase") == phase,
+                                  timeout, f"phase {phase}")
+
+    async def events(self, namespace: str) -> list[Any]:
+        return list((await self.core.list_namespaced_event(namespace)).items)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+async def payment_row(dsn: str, uid: str) -> dict[str, Any] | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT * FROM payments WHERE resource_uid = $1", uid)
+    finally:
+        await conn.close()
+    return dict(row) if row else None
+
+
+async def fetch(dsn: str, query: str, *args: Any) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [dict(r) for r in await conn.fetch(query, *args)]
+    finally:
+        await conn.close()
+
+
+async def messages(kafka: KafkaBroker, topic: str, order_id: str, count: int,
+                   timeout: float = 15.0) -> list[ConsumedMessage]:
+    """The messages for one order on a topic, once at least `count` arrived (or the deadline passed)."""
+    async def probe() -> list[ConsumedMessage] | None:
+        found = [m for m in await kafka.read_topic(topic, min_messages=count, timeout=1.0) if m.key == order_id]
+        return found if len(found) >= count else None
+    return await wait_for(probe, timeout, f"{count} message(s) for order {order_id} on {topic}")
