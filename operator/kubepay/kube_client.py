@@ -93,7 +93,8 @@ class KubeClient:
         return result
 
     async def ping(self) -> None:
-        await self._call(client.VersionApi(self._api).get_code())
+        """Discovery of kubepay's API group: proves the API server answers and the CRDs are installed."""
+        await self._call(self._custom.get_api_resources(GROUP, VERSION))
 
     async def apply_secret(
         self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any], labels: dict[str, str]

@@ -1,0 +1,640 @@
+"""Run localstripe on 127.0.0.1 with the Stripe behaviour a payments controller relies on.
+
+localstripe is GPL-3.0: this module is the only kubepay module that imports it, and it only ever
+runs as its own process (``python -m kubepay.sandbox.localstripe_launcher --port N``), started by
+:class:`kubepay.sandbox.stripe_fake.StripeFake`. What it adds to localstripe:
+
+* Idempotency-Key replay as Stripe documents it (localstripe ignores the header): completed
+  responses, 4xx included, are replayed with ``Idempotent-Replayed: true``; the same key with other
+  parameters is a 400 ``idempotency_error``; the same key while the first request runs is a 409.
+* Parameters localstripe rejects with "400 Unexpected ...": PaymentIntent ``description`` (stored,
+  returned, updatable), ``automatic_payment_methods`` (stored), ``return_url`` and
+  ``receipt_email``/``statement_descriptor``/``setup_future_usage`` (accepted, ignored); confirm
+  with ``payment_method`` (localstripe answers 500) and ``return_url``; cancel with
+  ``cancellation_reason`` (stored with ``canceled_at``); refund ``reason`` (stored) and the
+  over-refund check. PaymentIntents also get ``amount_received`` and ``amount_capturable``.
+  These are patched on localstripe's classes and routes, because they must live on the objects.
+* Declines look like Stripe's: type ``card_error``, a ``decline_code``, the PaymentIntent in the
+  error, and the same in ``last_payment_error``.
+* Fault controls and a request log on private routes under ``/_kubepay/`` (not Stripe's API).
+* No disk persistence (localstripe shares /tmp/localstripe.pickle between runs otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import sys
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CONTROL_PREFIX = "/_kubepay/"
+
+# ---------------------------------------------------------------------------------------------------
+# Fault injection, request log and idempotency state (all in memory, cleared by a reset)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hold:
+    """Withhold the next matching request until ``release``: its response after it ran
+    (``stage="response"``), or the request before it runs (``stage="request"``, a slow Stripe)."""
+
+    method: str
+    path_prefix: str
+    stage: str = "response"
+    triggered: bool = False
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "hold",
+            "method": self.method,
+            "path_prefix": self.path_prefix,
+            "stage": self.stage,
+            "triggered": self.triggered,
+        }
+
+
+@dataclass
+class Failure:
+    """Answer the next ``remaining`` matching requests with ``status`` without running them."""
+
+    method: str
+    path_prefix: str
+    status: int
+    remaining: int
+    retry_after: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "fail",
+            "method": self.method,
+            "path_prefix": self.path_prefix,
+            "status": self.status,
+            "remaining": self.remaining,
+            "retry_after": self.retry_after,
+        }
+
+
+@dataclass
+class Stored:
+    """A finished request under one idempotency key: what to replay and what it was for."""
+
+    fingerprint: str
+    status: int | None = None  # None while the first request is still in flight
+    body: bytes = b""
+    content_type: str = "application/json"
+
+
+@dataclass
+class State:
+    holds: list[Hold] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    idempotency: dict[tuple[str, str], Stored] = field(default_factory=dict)
+
+    def release(self) -> None:
+        for hold in self.holds:
+            hold.released.set()
+        self.holds.clear()
+
+    def clear(self) -> None:
+        self.release()
+        self.failures.clear()
+        self.log.clear()
+        self.idempotency.clear()
+
+    def take_failure(self, method: str, path: str) -> Failure | None:
+        for failure in self.failures:
+            if _matches(failure.method, failure.path_prefix, method, path):
+                failure.remaining -= 1
+                if failure.remaining <= 0:
+                    self.failures.remove(failure)
+                return failure
+        return None
+
+    def take_hold(self, method: str, path: str, stage: str) -> Hold | None:
+        for hold in self.holds:
+            if hold.stage == stage and not hold.triggered and _matches(hold.method, hold.path_prefix, method, path):
+                hold.triggered = True
+                return hold
+        return None
+
+
+STATE = State()
+
+
+def _matches(rule_method: str, prefix: str, method: str, path: str) -> bool:
+    return rule_method in ("*", method.upper()) and path.startswith(prefix)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=lambda value: json.dumps(value, indent=2))
+
+
+def _stripe_error(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"error": error}, status=status, headers=headers)
+
+
+def _fault_response(failure: Failure) -> web.Response:
+    headers: dict[str, str] = {}
+    if failure.status == 429:
+        error = {
+            "type": "invalid_request_error",
+            "code": "rate_limit",
+            "message": "Too many requests hit the API too quickly. (injected by kubepay sandbox)",
+        }
+        headers["Retry-After"] = _number(failure.retry_after if failure.retry_after is not None else 1)
+    elif failure.status >= 500:
+        error = {
+            "type": "api_error",
+            "message": f"An error occurred with our connection to Stripe. (injected {failure.status})",
+        }
+        if failure.retry_after is not None:
+            headers["Retry-After"] = _number(failure.retry_after)
+    else:
+        error = {"type": "invalid_request_error", "message": f"Injected failure {failure.status}."}
+    return _stripe_error(failure.status, error, headers)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _api_key(request: web.Request) -> str:
+    """The secret key the request authenticates with (Bearer or Basic), which scopes idempotency keys."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme == "Basic":
+        with contextlib.suppress(ValueError):
+            return base64.b64decode(credentials).decode().split(":")[0]
+    return credentials
+
+
+async def _fingerprint(request: web.Request) -> str:
+    """Path plus parameters, order-insensitive, so a retry with the same params matches."""
+    raw = await request.read()  # cached by aiohttp: localstripe's handler reads it again
+    if request.content_type == "application/json" and raw:
+        try:
+            params: Any = json.loads(raw)
+        except ValueError:
+            params = raw.decode(errors="replace")
+    else:
+        params = sorted(urllib.parse.parse_qsl(raw.decode(errors="replace"), keep_blank_values=True))
+    canonical = json.dumps([request.path, params], sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _idempotent(request: web.Request, handler: Handler, key: str) -> tuple[web.StreamResponse, bool]:
+    """Run or replay a POST under its Idempotency-Key; returns (response, replayed)."""
+    scope = (_api_key(request), key)
+    fingerprint = await _fingerprint(request)
+    stored = STATE.idempotency.get(scope)
+    if stored is not None:
+        if stored.fingerprint != fingerprint:
+            return _stripe_error(
+                400,
+                {
+                    "type": "idempotency_error",
+                    "message": (
+                        "Keys for idempotent requests can only be used with the same parameters they were "
+                        f"first used with. Try using a key other than '{key}' if you meant to execute a "
+                        "different request."
+                    ),
+                },
+            ), False
+        if stored.status is None:
+            return _stripe_error(
+                409,
+                {
+                    "type": "idempotency_error",
+                    "code": "idempotency_key_in_use",
+                    "message": (
+                        "There is currently another in-progress request using this Stripe Idempotency Key "
+                        f"(that probably means you submitted twice, and the other request is still going "
+                        f"through): '{key}'. Please try again later."
+                    ),
+                },
+            ), False
+        replay = web.Response(status=stored.status, body=stored.body, content_type=stored.content_type)
+        replay.headers["Idempotent-Replayed"] = "true"
+        return replay, True
+
+    entry = Stored(fingerprint=fingerprint)
+    STATE.idempotency[scope] = entry
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    except BaseException:
+        STATE.idempotency.pop(scope, None)  # crashed (a 500): not stored, a retry runs again
+        raise
+    if response.status >= 500 or not isinstance(response, web.Response):
+        STATE.idempotency.pop(scope, None)
+    elif STATE.idempotency.get(scope) is entry:  # not wiped by a reset meanwhile
+        entry.status = response.status
+        entry.body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
+        entry.content_type = response.content_type
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response, False
+
+
+@web.middleware
+async def kubepay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware: control routes, request log, faults, idempotency, holds."""
+    if request.path.startswith(CONTROL_PREFIX):
+        return await _control(request)
+    if request.method == "DELETE" and request.path == "/_config/data":
+        STATE.clear()
+        _clear_webhooks()
+        return await handler(request)
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+
+    key = request.headers.get("Idempotency-Key")
+    entry: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,
+        "idempotency_key": key,
+        "replayed": False,
+        "status": None,
+        "fault": False,
+        "held": False,
+        "time": time.time(),
+    }
+    STATE.log.append(entry)
+
+    failure = STATE.take_failure(request.method, request.path)
+    if failure is not None:
+        entry["fault"] = True
+        entry["status"] = failure.status
+        return _fault_response(failure)
+
+    async def execute(request: web.Request) -> web.StreamResponse:
+        before = STATE.take_hold(request.method, request.path, "request")
+        if before is not None:
+            entry["held"] = True
+            await before.released.wait()
+        return await handler(request)
+
+    try:
+        if request.method == "POST" and key:
+            response, replayed = await _idempotent(request, execute, key)
+        else:
+            response, replayed = await execute(request), False
+    except web.HTTPException as exc:  # aiohttp's own 404/405 for routes localstripe lacks
+        entry["status"] = exc.status
+        raise
+    response.headers["Request-Id"] = "req_" + secrets.token_hex(7)
+    if key:
+        response.headers["Idempotency-Key"] = key
+    entry["replayed"] = replayed
+    entry["status"] = response.status
+
+    hold = STATE.take_hold(request.method, request.path, "response")
+    if hold is not None:
+        entry["held"] = True
+        await hold.released.wait()
+    return response
+
+
+async def _control(request: web.Request) -> web.StreamResponse:
+    """``/_kubepay/...``: fault injection and the request log for tests (never part of Stripe's API)."""
+    try:
+        return await _control_route(request)
+    except (KeyError, TypeError, ValueError) as exc:
+        return _json({"error": f"bad control request: {exc!r}"}, status=400)
+
+
+async def _control_route(request: web.Request) -> web.StreamResponse:
+    route = (request.method, request.path.removeprefix(CONTROL_PREFIX).rstrip("/"))
+    body: dict[str, Any] = {}
+    if request.method == "POST" and request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _json({"error": "body must be JSON"}, status=400)
+    if route == ("GET", "health"):
+        return _json({"ok": True})
+    if route == ("GET", "requests"):
+        return _json(STATE.log)
+    if route == ("DELETE", "requests"):
+        STATE.log.clear()
+        return _json({"ok": True})
+    if route == ("POST", "hold"):
+        stage = str(body.get("stage", "response"))
+        if stage not in ("request", "response"):
+            return _json({"error": "stage must be 'request' or 'response'"}, status=400)
+        method = str(body.get("method", "*")).upper()
+        STATE.holds.append(Hold(method=method, path_prefix=str(body["path_prefix"]), stage=stage))
+        return _json({"ok": True})
+    if route == ("POST", "release"):
+        STATE.release()
+        return _json({"ok": True})
+    if route == ("POST", "fail"):
+        status = int(body["status"])
+        count = int(body.get("count", 1))
+        if not 400 <= status <= 599 or count < 1:
+            return _json({"error": "status must be 4xx/5xx and count >= 1"}, status=400)
+        retry_after = body.get("retry_after")
+        STATE.failures.append(
+            Failure(
+                method=str(body.get("method", "*")).upper(),
+                path_prefix=str(body["path_prefix"]),
+                status=status,
+                remaining=count,
+                retry_after=float(retry_after) if retry_after is not None else None,
+            )
+        )
+        return _json({"ok": True})
+    if route == ("GET", "faults"):
+        return _json([hold.describe() for hold in STATE.holds] + [f.describe() for f in STATE.failures])
+    if route == ("DELETE", "faults"):
+        STATE.release()
+        STATE.failures.clear()
+        return _json({"ok": True})
+    if route == ("POST", "reset"):
+        STATE.clear()
+        _clear_webhooks()
+        _store().clear()
+        return _json({"ok": True})
+    return _json({"error": f"no control route {request.method} {request.path}"}, status=404)
+
+
+# ---------------------------------------------------------------------------------------------------
+# localstripe patches (imports are local: importing this module must not import localstripe)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _store() -> Any:
+    from localstripe.resources import store
+
+    return store
+
+
+# Webhook deliveries localstripe has scheduled (it sends each ~1 s after the change).
+_PENDING_DELIVERIES: set[asyncio.Task[None]] = set()
+
+
+def _schedule_webhook(event: Any) -> None:
+    """localstripe's schedule_webhook, but tracked, so a reset can drop deliveries still pending."""
+    from localstripe import webhooks
+
+    task = asyncio.ensure_future(webhooks._send_webhook(event))
+    _PENDING_DELIVERIES.add(task)
+    task.add_done_callback(_PENDING_DELIVERIES.discard)
+
+
+def _clear_webhooks() -> None:
+    """Forget registrations and cancel pending deliveries: events from before a reset never arrive."""
+    from localstripe import webhooks
+
+    webhooks._webhooks.clear()
+    for task in list(_PENDING_DELIVERIES):
+        task.cancel()
+
+
+CANCELLATION_REASONS = {"duplicate", "fraudulent", "requested_by_customer", "abandoned"}
+REFUND_REASONS = {"duplicate", "fraudulent", "requested_by_customer"}
+DECLINE_CODE = "generic_decline"
+
+
+def _patch_localstripe() -> None:
+    """Close localstripe's gaps on its own classes; see the module docstring for the list."""
+    from localstripe import resources
+    from localstripe.errors import UserError
+
+    resources.Store.dump_to_disk = lambda self: None
+    resources.Store.try_load_from_disk = lambda self: None
+    resources.schedule_webhook = _schedule_webhook
+
+    payment_intent: Any = resources.PaymentIntent
+    refund: Any = resources.Refund
+
+    original_pi_init = payment_intent.__init__
+
+    def pi_init(
+        self: Any,
+        *args: Any,
+        description: str | None = None,
+        automatic_payment_methods: Any = None,
+        return_url: str | None = None,
+        receipt_email: str | None = None,
+        statement_descriptor: str | None = None,
+        statement_descriptor_suffix: str | None = None,
+        setup_future_usage: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if description is not None and not isinstance(description, str):
+            raise UserError(400, "Invalid description", {"param": "description"})
+        apm = None
+        if automatic_payment_methods is not None:
+            if not isinstance(automatic_payment_methods, dict) or "enabled" not in automatic_payment_methods:
+                raise UserError(400, "Invalid automatic_payment_methods", {"param": "automatic_payment_methods"})
+            apm = {"enabled": _boolean(automatic_payment_methods["enabled"])}
+            if "allow_redirects" in automatic_payment_methods:
+                apm["allow_redirects"] = automatic_payment_methods["allow_redirects"]
+        original_pi_init(self, *args, **kwargs)
+        self.description = description
+        self.automatic_payment_methods = apm
+        self.receipt_email = receipt_email
+        self.cancellation_reason = None
+        self.canceled_at = None
+
+    payment_intent.__init__ = pi_init
+
+    def amount_received(self: Any) -> int:
+        charge = self.latest_charge
+        if charge is not None and charge.status == "succeeded" and charge.captured:
+            return int(charge.amount)
+        return 0
+
+    def amount_capturable(self: Any) -> int:
+        return int(self.latest_charge.amount) if self.status == "requires_capture" else 0
+
+    payment_intent.amount_received = property(amount_received)
+    payment_intent.amount_capturable = property(amount_capturable)
+
+    original_last_error = payment_intent.last_payment_error
+
+    def last_payment_error(self: Any) -> dict[str, Any] | None:
+        error: dict[str, Any] | None = original_last_error.fget(self)
+        if error is not None and error.get("code") == "card_declined":
+            error = {
+                **error,
+                "type": "card_error",
+                "decline_code": DECLINE_CODE,
+                "payment_method": {"id": self.payment_method, "object": "payment_method", "type": "card"},
+            }
+        elif error is not None:
+            error = {**error, "type": "card_error"}
+        return error
+
+    payment_intent.last_payment_error = property(last_payment_error)
+
+    original_report_failure = payment_intent._report_failure
+
+    def report_failure(self: Any) -> None:
+        try:
+            original_report_failure(self)
+        except UserError as exc:
+            exc.body["error"].update(type="card_error", decline_code=DECLINE_CODE, payment_intent=self._export())
+            raise
+
+    payment_intent._report_failure = report_failure
+
+    original_confirm = payment_intent._api_confirm
+
+    def confirm(id: Any = None, payment_method: Any = None, return_url: Any = None, **kwargs: Any) -> Any:
+        if payment_method is not None:
+            if not isinstance(payment_method, str) or not payment_method.startswith(("pm_", "card_", "src_")):
+                raise UserError(400, "Invalid payment_method", {"param": "payment_method"})
+            obj = payment_intent._api_retrieve(id)
+            if obj.status not in ("requires_payment_method", "requires_confirmation"):
+                raise UserError(
+                    400,
+                    f"You cannot confirm this PaymentIntent because it has a status of {obj.status}.",
+                    {"code": "payment_intent_unexpected_state"},
+                )
+            resources.PaymentMethod._api_retrieve(payment_method)  # 404 when unknown
+            obj.payment_method = payment_method
+            if obj.latest_charge is not None and obj.latest_charge.status == "failed":
+                obj.latest_charge = None  # a new attempt after a decline, as Stripe allows
+        return original_confirm(id, **kwargs)
+
+    original_cancel = payment_intent._api_cancel
+
+    def cancel(id: Any = None, cancellation_reason: Any = None, **kwargs: Any) -> Any:
+        if cancellation_reason is not None and cancellation_reason not in CANCELLATION_REASONS:
+            raise UserError(400, "Invalid cancellation_reason", {"param": "cancellation_reason"})
+        obj = original_cancel(id, **kwargs)
+        obj.cancellation_reason = cancellation_reason
+        obj.canceled_at = int(time.time())
+        return obj
+
+    original_refund_init = refund.__init__
+
+    def refund_init(self: Any, *args: Any, reason: Any = None, **kwargs: Any) -> None:
+        if reason is not None and reason not in REFUND_REASONS:
+            raise UserError(400, "Invalid reason", {"param": "reason"})
+        _check_refundable(resources, UserError, kwargs)
+        original_refund_init(self, *args, **kwargs)
+        self.reason = reason
+
+    refund.__init__ = refund_init
+
+    _override_routes(confirm, cancel)
+
+
+def _check_refundable(resources: Any, user_error: Any, params: dict[str, Any]) -> None:
+    """Stripe refuses to refund what was not charged, or more than is left; localstripe does not."""
+    charge_id = params.get("charge")
+    pi_id = params.get("payment_intent")
+    if pi_id is not None and isinstance(pi_id, str):
+        pi = resources.PaymentIntent._api_retrieve(pi_id)
+        if pi.latest_charge is None or pi.status not in ("succeeded",):
+            if pi.status == "requires_payment_method":
+                return  # localstripe's own message: "Cannot refund a failed payment."
+            raise user_error(
+                400,
+                "This PaymentIntent does not have a successful charge to refund.",
+                {"code": "charge_not_refundable", "param": "payment_intent"},
+            )
+        charge_id = pi.latest_charge.id
+    if not isinstance(charge_id, str):
+        return
+    charge = resources.Charge._api_retrieve(charge_id)
+    amount = resources.try_convert_to_int(params.get("amount"))
+    left = int(charge.amount) - int(charge.amount_refunded)
+    if left <= 0:
+        raise user_error(400, f"Charge {charge_id} has already been refunded.", {"code": "charge_already_refunded"})
+    if isinstance(amount, int) and amount > left:
+        raise user_error(
+            400,
+            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+            {"code": "amount_too_large", "param": "amount"},
+        )
+
+
+def _override_routes(confirm: Callable[..., Any], cancel: Callable[..., Any]) -> None:
+    """localstripe bound confirm/cancel into its routes at import: put ours first in its app."""
+    from localstripe import server
+
+    app: web.Application = server.app
+    overrides = {
+        ("POST", "/v1/payment_intents/{id}/confirm"): server.api_extra(confirm, "/v1/payment_intents/{id}/confirm"),
+        ("POST", "/v1/payment_intents/{id}/cancel"): server.api_extra(cancel, "/v1/payment_intents/{id}/cancel"),
+    }
+    for route in app.router.routes():
+        info = route.resource.canonical if route.resource is not None else None
+        handler = overrides.get((route.method, info or ""))
+        if handler is not None:
+            route._handler = handler  # aiohttp has no public API to replace a route's handler
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return bool(value)
+
+
+def build_app() -> web.Application:
+    """localstripe's aiohttp app with the patches applied and our middleware outermost."""
+    _patch_localstripe()
+    from localstripe import server
+
+    app: web.Application = server.app
+    app.middlewares.insert(0, kubepay_middleware)
+    return app
+
+
+async def _watch_parent(parent: int) -> None:
+    """Exit when the process that started us is gone, so a killed test run leaves no server behind."""
+    while True:
+        await asyncio.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    app = build_app()
+    parent = os.getppid()
+
+    async def on_startup(_: web.Application) -> None:
+        app["kubepay_watchdog"] = asyncio.get_running_loop().create_task(_watch_parent(parent))
+
+    async def on_shutdown(_: web.Application) -> None:
+        STATE.release()  # held requests would otherwise keep a graceful shutdown waiting
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=2.0,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,298 @@
+"""A local Stripe API for tests and the sandbox: localstripe in its own process, plus test controls.
+
+localstripe is GPL-3.0, so it never enters this process: :class:`StripeFake` spawns
+``python -m kubepay.sandbox.localstripe_launcher`` and talks to it over HTTP on 127.0.0.1.
+See the launcher's docstring for what it adds to localstripe (idempotency replay, missing
+parameters, Stripe-shaped declines, fault injection, a request log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self, cast
+
+import aiohttp
+import stripe
+
+__all__ = ["TEST_CARDS", "StripeFake", "StripeFakeError"]
+
+START_TIMEOUT = 20.0
+API_KEY = "sk_test_kubepaySandbox0000000000000000"
+
+# Payment method ids and card numbers localstripe (1.15) understands.
+TEST_CARDS: dict[str, str] = {
+    "success": "pm_card_visa",  # 4242424242424242
+    "decline": "pm_card_chargeCustomerFail",  # 4000000000000341: attaches, charge is declined
+    "three_d_secure_number": "4000002500003155",  # requires_action; finish via /_authenticate
+    "three_d_secure_decline_number": "4000008400001629",  # requires_action, then declined
+    "decline_number": "4000000000000341",
+}
+
+# Fakes started by this process and not stopped yet; killed at interpreter exit as a last resort.
+_RUNNING: set[StripeFake] = set()
+
+
+class StripeFakeError(RuntimeError):
+    """The fake could not be started or a control call failed."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class StripeFake:
+    """localstripe on 127.0.0.1 with Stripe's idempotency, fault injection and a request log.
+
+    Usable as an async context manager. Point code under test at :attr:`url` with :attr:`api_key`;
+    use :meth:`client` for a real stripe SDK client bound to it.
+    """
+
+    def __init__(self) -> None:
+        self._port: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._log_path: Path | None = None
+        self._log: IO[bytes] | None = None
+        self._http_clients: list[stripe.HTTPClient] = []
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise StripeFakeError("the Stripe fake has not been started yet")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_key(self) -> str:
+        return API_KEY
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while started (for tests that check nothing is left behind)."""
+        return self._proc.pid if self._proc is not None else None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn the launcher with this interpreter and wait (with a deadline) until it answers."""
+        if self.running:
+            return
+        self._port = _free_port()
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="kubepay-localstripe-", suffix=".log")
+        self._log_path = Path(name)
+        self._log = os.fdopen(fd, "wb")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "kubepay.sandbox.localstripe_launcher",
+                "--port",
+                str(self._port),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            _RUNNING.add(self)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert self._proc is not None
+            if self._proc.returncode is not None:
+                raise StripeFakeError(f"the localstripe launcher exited with {self._proc.returncode}:\n{self._tail()}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with self._http().get(
+                    f"{self.url}/_kubepay/health", timeout=aiohttp.ClientTimeout(total=1)
+                ) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise StripeFakeError(f"localstripe did not answer within {START_TIMEOUT}s:\n{self._tail()}")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """Close handed-out SDK clients' sessions, then terminate the launcher (SIGKILL after 5 s)."""
+        clients, self._http_clients = self._http_clients, []
+        for http_client in clients:
+            with contextlib.suppress(Exception):
+                await cast(Any, http_client).close_async()  # untyped in stripe
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        _RUNNING.discard(self)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- test controls -------------------------------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Forget all Stripe objects, webhooks, idempotency keys, faults and the request log."""
+        await self._call("DELETE", "/_config/data")
+
+    async def hold(self, method: str, path_prefix: str, *, before_execution: bool = False) -> None:
+        """Run the next matching request but withhold its response until :meth:`release`.
+
+        The object exists in Stripe while the caller still waits: kill the caller now to test a crash
+        "between the Stripe call and the status write". The log entry shows ``held: true``.
+        With ``before_execution`` the request waits before it runs instead (a slow Stripe: the same
+        idempotency key meanwhile gets 409).
+        """
+        stage = "request" if before_execution else "response"
+        await self._call("POST", "/_kubepay/hold", {"method": method, "path_prefix": path_prefix, "stage": stage})
+
+    async def release(self) -> None:
+        """Deliver every withheld response and drop holds not triggered yet."""
+        await self._call("POST", "/_kubepay/release")
+
+    async def fail(
+        self,
+        method: str,
+        path_prefix: str,
+        status: int,
+        count: int = 1,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next ``count`` matching requests with ``status`` and a Stripe-shaped error, unrun.
+
+        429 carries ``Retry-After`` (1 s unless given); 5xx are not stored for idempotency, as in Stripe.
+        """
+        body: dict[str, Any] = {
+            "method": method,
+            "path_prefix": path_prefix,
+            "status": status,
+            "count": count,
+        }
+        if retry_after is not None:
+            body["retry_after"] = retry_after
+        await self._call("POST", "/_kubepay/fail", body)
+
+    async def faults(self) -> list[dict[str, Any]]:
+        """Pending holds and failures."""
+        result: list[dict[str, Any]] = await self._call("GET", "/_kubepay/faults")
+        return result
+
+    async def clear_faults(self) -> None:
+        """Drop pending failures and holds (withheld responses are delivered)."""
+        await self._call("DELETE", "/_kubepay/faults")
+
+    async def requests_log(self) -> list[dict[str, Any]]:
+        """Every ``/v1/`` request so far: method, path, idempotency_key, replayed, status, fault, held."""
+        result: list[dict[str, Any]] = await self._call("GET", "/_kubepay/requests")
+        return result
+
+    async def clear_requests_log(self) -> None:
+        await self._call("DELETE", "/_kubepay/requests")
+
+    async def register_webhook(self, url: str, secret: str, events: Sequence[str] = ()) -> None:
+        """Have localstripe POST its events to ``url``, signed with ``secret`` (Stripe's scheme).
+
+        localstripe only emits ``payment_intent.succeeded`` and ``payment_intent.payment_failed``,
+        once each, about 1 s later, without retries. An empty ``events`` means all of them.
+        Registering the same URL again replaces the earlier registration.
+        """
+        webhook_id = "kubepay_" + hashlib.sha256(url.encode()).hexdigest()[:16]
+        body: dict[str, Any] = {"url": url, "secret": secret}
+        if events:
+            body["events"] = list(events)
+        await self._call("POST", f"/_config/webhooks/{webhook_id}", body)
+
+    def client(self, *, max_network_retries: int | None = None) -> stripe.StripeClient:
+        """A real stripe v16 client bound to the fake (sync and ``*_async`` calls both work)."""
+        http_client = stripe.RequestsClient(async_fallback_client=stripe.AIOHTTPClient())
+        self._http_clients.append(http_client)
+        return stripe.StripeClient(
+            self.api_key,
+            base_addresses={"api": self.url},
+            http_client=http_client,
+            max_network_retries=max_network_retries,
+        )
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise StripeFakeError("the Stripe fake is not running")
+        return self._session
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with self._http().request(method, self.url + path, json=body) as response:
+            text = await response.text()
+            if response.status >= 300:
+                raise StripeFakeError(f"{method} {path} answered {response.status}: {text}")
+            if response.content_type == "application/json":
+                return await response.json()
+            return text
+
+    def _tail(self, lines: int = 30) -> str:
+        if self._log_path is None:
+            return "(no log)"
+        try:
+            text = self._log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Never leave a launcher behind when the interpreter exits without stop() (errors, Ctrl-C)."""
+    for fake in list(_RUNNING):
+        proc = fake._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, 9)

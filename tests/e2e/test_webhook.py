@@ -1,0 +1,129 @@
+"""The receiver: signatures, the ledger, duplicates, ordering, limits and outages."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kubepay.sandbox.stack import Sandbox
+from tests.conftest import Running
+from tests.helpers import Kube, deliver, fetch, messages, stripe_event, wait_for
+
+SPEC = {"orderId": "3333", "amount": 1999, "currency": "usd"}
+
+
+async def _intent(sandbox: Sandbox, kube: Kube, ns: str, name: str, order_id: str) -> dict[str, Any]:
+    await kube.create_pi(ns, name, {**SPEC, "orderId": order_id})
+    pi = await kube.wait_pi(ns, name, lambda o: bool(o.get("status", {}).get("published")), what="initiated")
+    intent_id = pi["status"]["stripe"]["paymentIntentId"]
+    return (await sandbox.stripe.client().v1.payment_intents.retrieve_async(intent_id)).to_dict()
+
+
+def _as(intent: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:
+    return {**intent, "status": status, **extra}
+
+
+async def test_same_event_three_times_changes_state_and_publishes_once(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns = running.namespace
+    intent = await _intent(sandbox, kube, ns, "dup", "4001")
+    event = stripe_event("payment_intent.succeeded", _as(intent, "succeeded", amount_received=1999))
+    answers = [await deliver(running.tenant.webhook_url, event, running.tenant.webhook_secret) for _ in range(3)]
+    assert [status for status, _ in answers] == [200, 200, 200]
+    assert [body["outcome"] for _, body in answers] == ["applied", "duplicate", "duplicate"]
+    await kube.wait_pi(ns, "dup", lambda o: "succeeded" in o["status"].get("published", []), what="published")
+    assert len(await messages(sandbox.kafka, running.tenant.topics.succeeded, "4001", 1)) == 1
+    ledger = await fetch(running.tenant.database_url, "SELECT processed, outcome FROM payment_events "
+                         "WHERE stripe_event_id = $1", event["id"])
+    assert ledger == [{"processed": True, "outcome": "applied"}]
+
+
+async def test_older_event_after_newer_changes_nothing(sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
+    intent = await _intent(sandbox, kube, ns, "order", "4002")
+    now = int(time.time())
+    succeeded = stripe_event("payment_intent.succeeded", _as(intent, "succeeded"), created=now + 5)
+    processing = stripe_event("payment_intent.processing", _as(intent, "processing"), created=now + 2)
+    failed_same_second = stripe_event(
+        "payment_intent.payment_failed",
+        _as(intent, "requires_payment_method", last_payment_error={"code": "card_declined"}), created=now + 5)
+    assert (await deliver(url, succeeded, secret))[1]["outcome"] == "applied"
+    assert (await deliver(url, processing, secret))[1]["outcome"] == "stale"
+    assert (await deliver(url, failed_same_second, secret))[1]["outcome"] == "stale"
+    pi = await kube.get_pi(ns, "order")
+    assert pi is not None
+    assert pi["status"]["phase"] == "Succeeded"
+    assert pi["status"]["stripe"]["lastEventId"] == succeeded["id"]
+
+
+async def test_bad_deliveries_get_the_right_status_codes(sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    url, secret = running.tenant.webhook_url, running.tenant.webhook_secret
+    event = stripe_event("payment_intent.succeeded", {"id": "pi_x", "object": "payment_intent",
+                                                       "status": "succeeded", "metadata": {}})
+    assert (await deliver(url, event, "whsec_wrong"))[0] == 400
+    assert (await deliver(url, event, secret, signature=""))[0] == 400
+    assert (await deliver(url, event, secret, timestamp=int(time.time()) - 301))[0] == 400
+    assert (await deliver(url, b"{not json", secret))[0] == 400
+    assert (await deliver(url, b'{"id": 1}', secret))[0] == 400
+    assert (await deliver(url, b"x" * (1024 * 1024 + 1), secret))[0] == 413
+    unknown_type = stripe_event("customer.created", {"id": "cus_1", "object": "customer"})
+    assert await deliver(url, unknown_type, secret) == (200, {"received": True, "outcome": "unhandled"})
+    foreign = stripe_event("payment_intent.succeeded", {"id": "pi_foreign", "object": "payment_intent",
+                                                         "status": "succeeded", "metadata": {}})
+    assert (await deliver(url, foreign, secret))[1]["outcome"] == "unknown_payment"
+    recorded = await fetch(running.tenant.database_url,
+                           "SELECT stripe_event_id, outcome FROM payment_events ORDER BY id")
+    assert recorded == [{"stripe_event_id": unknown_type["id"], "outcome": "unhandled"},
+                        {"stripe_event_id": foreign["id"], "outcome": "unknown_payment"}]
+    # The alias route is the same receiver.
+    alias = url.replace("/payments/webhook", "/webhooks/stripe")
+    assert (await deliver(alias, unknown_type, secret))[1]["outcome"] == "duplicate"
+
+
+async def test_postgres_down_answers_503_and_the_retry_succeeds(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
+    intent = await _intent(sandbox, kube, ns, "outage", "4004")
+    event = stripe_event("payment_intent.succeeded", _as(intent, "succeeded", amount_received=1999))
+    await sandbox.postgres.stop()
+    try:
+        status, body = await deliver(url, event, secret)
+        assert status == 503, body
+    finally:
+        await sandbox.postgres.start()
+
+    async def retry() -> dict[str, Any] | None:
+        status, body = await deliver(url, event, secret)
+        return body if status == 200 else None
+    assert (await wait_for(retry, what="a 200 after Postgres is back"))["outcome"] == "applied"
+    await kube.phase_is(ns, "outage", "Succeeded")
+
+
+async def test_kubernetes_down_answers_503(sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
+    intent = await _intent(sandbox, kube, ns, "k8s-outage", "4005")
+    event = stripe_event("payment_intent.succeeded", _as(intent, "succeeded"))
+    await sandbox.kube.stop()
+    try:
+        status, _ = await deliver(url, event, secret)
+        assert status == 503
+    finally:
+        await sandbox.kube.start()
+    status, body = await deliver(url, event, secret)
+    assert (status, body["outcome"]) == (200, "applied")
+    await kube.phase_is(ns, "k8s-outage", "Succeeded")
+
+
+async def test_health_readiness_and_metrics(running: Running) -> None:
+    import aiohttp
+
+    base = running.tenant.webhook_url.rsplit("/payments", 1)[0]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/healthz") as response:
+            assert response.status == 200
+        async with session.get(f"{base}/readyz") as response:
+            assert response.status == 200, await response.text()
+        async with session.get(f"{base}/metrics") as response:
+            assert "kubepay_webhook_events_total" in await response.text()
+    assert json.dumps(running.tenant.webhook_secret) not in running.webhook.logs()

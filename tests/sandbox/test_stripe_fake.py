@@ -1,0 +1,298 @@
+"""The Stripe fake: localstripe in its own process, with idempotency, faults and webhooks that behave
+like Stripe, exercised through the real stripe SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import pytest
+import pytest_asyncio
+import stripe
+from aiohttp import web
+from stripe.params import PaymentIntentCreateParams, PaymentMethodCreateParams
+
+from kubepay.sandbox.stripe_fake import TEST_CARDS, StripeFake
+
+DEADLINE = 10.0
+
+
+@pytest_asyncio.fixture(scope="module")
+async def fake() -> AsyncIterator[StripeFake]:
+    async with StripeFake() as running:
+        yield running
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def clean(fake: StripeFake) -> AsyncIterator[None]:
+    await fake.reset()
+    yield
+
+
+@pytest.fixture
+def client(fake: StripeFake) -> stripe.StripeClient:
+    return fake.client(max_network_retries=0)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Poll ``check`` until it returns something truthy, failing after a deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def params(**extra: Any) -> PaymentIntentCreateParams:
+    return cast(
+        PaymentIntentCreateParams, {"amount": 1200, "currency": "usd", "metadata": {"order_id": "1111"}, **extra}
+    )
+
+
+async def test_idempotency_key_replays_the_first_response(fake: StripeFake, client: stripe.StripeClient) -> None:
+    first = await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "pi-uid-1"})
+    second = await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "pi-uid-1"})
+
+    assert second.id == first.id
+    listed = await client.v1.payment_intents.list_async()
+    assert [intent.id for intent in listed.data] == [first.id]
+    log = [entry for entry in await fake.requests_log() if entry["idempotency_key"] == "pi-uid-1"]
+    assert [entry["replayed"] for entry in log] == [False, True]
+
+
+async def test_same_key_with_other_parameters_is_an_idempotency_error(client: stripe.StripeClient) -> None:
+    await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "pi-uid-2"})
+    with pytest.raises(stripe.IdempotencyError) as info:
+        await client.v1.payment_intents.create_async(params(amount=1300), options={"idempotency_key": "pi-uid-2"})
+    assert info.value.http_status == 400
+    assert "same parameters" in str(info.value)
+
+
+async def test_errors_are_replayed_too(fake: StripeFake, client: stripe.StripeClient) -> None:
+    for _ in range(2):
+        with pytest.raises(stripe.InvalidRequestError):
+            await client.v1.payment_intents.create_async(params(amount=0), options={"idempotency_key": "bad-1"})
+    assert [entry["replayed"] for entry in await fake.requests_log()] == [False, True]
+
+
+async def test_parameters_localstripe_lacks_are_accepted(client: stripe.StripeClient) -> None:
+    created = await client.v1.payment_intents.create_async(
+        params(
+            description="Order 1111",
+            automatic_payment_methods={"enabled": True, "allow_redirects": "never"},
+            return_url="https://shop.example/return",
+        )
+    )
+    assert created.description == "Order 1111"
+    fetched = await client.v1.payment_intents.retrieve_async(created.id)
+    assert fetched.description == "Order 1111"
+    assert fetched.automatic_payment_methods is not None
+    assert fetched.automatic_payment_methods.enabled is True
+    assert fetched.metadata.to_dict() == {"order_id": "1111"}
+
+    updated = await client.v1.payment_intents.update_async(created.id, {"description": "Order 1111 (gift)"})
+    assert updated.description == "Order 1111 (gift)"
+
+    canceled = await client.v1.payment_intents.cancel_async(
+        created.id, {"cancellation_reason": "requested_by_customer"}
+    )
+    assert canceled.status == "canceled"
+    assert canceled.cancellation_reason == "requested_by_customer"
+    assert canceled.canceled_at is not None
+
+
+async def test_confirm_success_then_refund_with_reason(client: stripe.StripeClient) -> None:
+    intent = await client.v1.payment_intents.create_async(params())
+    intent = await client.v1.payment_intents.confirm_async(intent.id, {"payment_method": TEST_CARDS["success"]})
+    assert intent.status == "succeeded"
+    assert intent.amount_received == 1200
+
+    refund = await client.v1.refunds.create_async(
+        {"payment_intent": intent.id, "amount": 200, "reason": "requested_by_customer"}
+    )
+    assert (refund.amount, refund.reason, refund.status) == (200, "requested_by_customer", "succeeded")
+    with pytest.raises(stripe.InvalidRequestError, match="greater than unrefunded"):
+        await client.v1.refunds.create_async({"payment_intent": intent.id, "amount": 1001})
+
+
+async def test_confirm_with_declining_card_fails_like_stripe(client: stripe.StripeClient) -> None:
+    intent = await client.v1.payment_intents.create_async(params())
+    with pytest.raises(stripe.CardError) as info:
+        await client.v1.payment_intents.confirm_async(intent.id, {"payment_method": TEST_CARDS["decline"]})
+    assert info.value.code == "card_declined"
+    assert info.value.error is not None
+    assert info.value.error.decline_code == "generic_decline"
+
+    intent = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert intent.status == "requires_payment_method"
+    assert intent.last_payment_error is not None
+    assert intent.last_payment_error.code == "card_declined"
+
+    # Stripe lets the customer retry with another card.
+    intent = await client.v1.payment_intents.confirm_async(intent.id, {"payment_method": TEST_CARDS["success"]})
+    assert intent.status == "succeeded"
+
+
+async def test_three_d_secure_card_requires_action(fake: StripeFake, client: stripe.StripeClient) -> None:
+    card = {"number": TEST_CARDS["three_d_secure_number"], "exp_month": 12, "exp_year": 2034, "cvc": "123"}
+    method = await client.v1.payment_methods.create_async(
+        cast(PaymentMethodCreateParams, {"type": "card", "card": card})
+    )
+    intent = await client.v1.payment_intents.create_async(params(payment_method=method.id, confirm=True))
+    assert intent.status == "requires_action"
+    assert intent.client_secret is not None
+
+    # What Stripe.js does after the customer passes the challenge: localstripe's own route.
+    done = await client.raw_request_async(
+        "post",
+        f"/v1/payment_intents/{intent.id}/_authenticate",
+        client_secret=intent.client_secret,
+        success="true",
+    )
+    assert client.deserialize(done, api_mode="V1")["status"] == "succeeded"
+
+
+async def test_hold_withholds_the_response_while_the_intent_exists(
+    fake: StripeFake, client: stripe.StripeClient
+) -> None:
+    await fake.hold("POST", "/v1/payment_intents")
+    pending = asyncio.ensure_future(
+        client.v1.payment_intents.create_async(params(), options={"idempotency_key": "held-1"})
+    )
+
+    async def held() -> bool:
+        return any(entry["held"] for entry in await fake.requests_log())
+
+    await eventually(held, "the create to be held")
+    existing = await client.v1.payment_intents.list_async()
+    assert len(existing.data) == 1  # created in Stripe ...
+    assert not pending.done()  # ... but the caller has no answer yet
+
+    await fake.release()
+    created = await asyncio.wait_for(pending, DEADLINE)
+    assert created.id == existing.data[0].id
+
+    # A caller that crashed meanwhile and retries with the same key gets the same intent.
+    again = await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "held-1"})
+    assert again.id == created.id
+
+
+async def test_same_key_while_in_flight_is_a_conflict(fake: StripeFake, client: stripe.StripeClient) -> None:
+    await fake.hold("POST", "/v1/payment_intents", before_execution=True)
+    first = asyncio.ensure_future(
+        client.v1.payment_intents.create_async(params(), options={"idempotency_key": "slow-1"})
+    )
+
+    async def held() -> bool:
+        return any(entry["held"] for entry in await fake.requests_log())
+
+    await eventually(held, "the first create to be held")
+    assert (await client.v1.payment_intents.list_async()).data == []  # not run yet
+    with pytest.raises(stripe.StripeError) as info:
+        await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "slow-1"})
+    assert info.value.http_status == 409
+    assert info.value.error is not None
+    assert info.value.error.type == "idempotency_error"
+
+    await fake.release()
+    created = await asyncio.wait_for(first, DEADLINE)
+    again = await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "slow-1"})
+    assert again.id == created.id
+
+
+async def test_fail_injects_errors_without_running_the_request(fake: StripeFake, client: stripe.StripeClient) -> None:
+    await fake.fail("POST", "/v1/payment_intents", 500, count=2)
+    for _ in range(2):
+        with pytest.raises(stripe.APIError) as info:
+            await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "retry-1"})
+        assert info.value.http_status == 500
+    # 5xx are not stored: the retry with the same key runs for real.
+    created = await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "retry-1"})
+    assert created.status == "requires_payment_method"
+    assert len((await client.v1.payment_intents.list_async()).data) == 1
+    log = [entry for entry in await fake.requests_log() if entry["method"] == "POST"]
+    assert [(entry["fault"], entry["status"], entry["replayed"]) for entry in log] == [
+        (True, 500, False),
+        (True, 500, False),
+        (False, 200, False),
+    ]
+
+    await fake.fail("GET", "/v1/payment_intents/", 429, retry_after=2)
+    with pytest.raises(stripe.RateLimitError) as rate_limited:
+        await client.v1.payment_intents.retrieve_async(created.id)
+    assert rate_limited.value.headers is not None
+    assert rate_limited.value.headers["Retry-After"] == "2"
+    assert await fake.faults() == []
+
+
+async def test_fault_list_and_clear(fake: StripeFake) -> None:
+    await fake.fail("POST", "/v1/refunds", 503, count=3)
+    await fake.hold("POST", "/v1/payment_intents")
+    kinds = sorted(fault["kind"] for fault in await fake.faults())
+    assert kinds == ["fail", "hold"]
+    await fake.clear_faults()
+    assert await fake.faults() == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_register_webhook_delivers_signed_events(fake: StripeFake, client: stripe.StripeClient) -> None:
+    secret = "whsec_kubepay_test"
+    received: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
+
+    async def receive(request: web.Request) -> web.Response:
+        await received.put((await request.read(), request.headers.get("Stripe-Signature", "")))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/webhook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await fake.register_webhook(f"http://127.0.0.1:{port}/webhook", secret, ["payment_intent.succeeded"])
+        intent = await client.v1.payment_intents.create_async(params())
+        await client.v1.payment_intents.confirm_async(intent.id, {"payment_method": TEST_CARDS["success"]})
+
+        payload, signature = await asyncio.wait_for(received.get(), DEADLINE)
+        event = stripe.Webhook.construct_event(payload, signature, secret)
+        assert event.type == "payment_intent.succeeded"
+        assert event.data.object["id"] == intent.id  # nothing from earlier tests leaks past a reset
+        assert event.data.object["status"] == "succeeded"
+        assert event.data.object["metadata"].to_dict() == {"order_id": "1111"}
+        with pytest.raises(stripe.SignatureVerificationError):
+            stripe.Webhook.construct_event(payload, signature, "whsec_wrong")
+    finally:
+        await runner.cleanup()
+
+
+async def test_reset_forgets_objects_and_keys(fake: StripeFake, client: stripe.StripeClient) -> None:
+    first = await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "r-1"})
+    await fake.reset()
+    assert await fake.requests_log() == []
+    assert (await client.v1.payment_intents.list_async()).data == []
+    second = await client.v1.payment_intents.create_async(params(), options={"idempotency_key": "r-1"})
+    assert second.id != first.id
+
+
+async def test_stop_leaves_no_process() -> None:
+    fake = StripeFake()
+    await fake.start()
+    pid = fake.pid
+    assert pid is not None
+    await fake.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

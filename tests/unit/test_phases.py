@@ -1,0 +1,49 @@
+from typing import Any
+
+import pytest
+
+from kubepay.phases import Observation, Phase, from_stripe, observe_intent, supersedes
+
+
+def _obs(phase: Phase, created: int) -> Observation:
+    return Observation(phase, "x", created, "pi_1", False, 0, None)
+
+
+def _status(phase: Phase, created: int) -> dict[str, Any]:
+    return {"phase": phase.value, "stripe": {"lastEventCreated": created}}
+
+
+@pytest.mark.parametrize(("current", "new", "expected"), [
+    (None, _obs(Phase.PENDING, 10), True),
+    (_status(Phase.PENDING, 10), _obs(Phase.SUCCEEDED, 10), True),   # same second: higher rank wins
+    (_status(Phase.SUCCEEDED, 10), _obs(Phase.PROCESSING, 10), False),
+    (_status(Phase.PROCESSING, 10), _obs(Phase.PENDING, 9), False),   # older event
+    (_status(Phase.FAILED, 10), _obs(Phase.PENDING, 11), True),       # customer retries after a decline
+    (_status(Phase.SUCCEEDED, 10), _obs(Phase.FAILED, 20), False),    # succeeded is final
+    (_status(Phase.CANCELED, 10), _obs(Phase.SUCCEEDED, 20), False),  # canceled is final
+    (_status(Phase.SUCCEEDED, 10), _obs(Phase.CANCELED, 20), False),
+    (_status(Phase.SUCCEEDED, 10), _obs(Phase.PARTIALLY_REFUNDED, 20), True),
+    (_status(Phase.REFUNDED, 10), _obs(Phase.PARTIALLY_REFUNDED, 20), False),
+    (_status(Phase.PROCESSING, 10), _obs(Phase.PROCESSING, 10), False),  # a duplicate changes nothing
+])
+def test_status_never_moves_backwards(current: dict[str, Any] | None, new: Observation, expected: bool) -> None:
+    assert supersedes(current or {}, new) is expected
+
+
+def test_stripe_statuses_map_to_phases() -> None:
+    assert from_stripe("requires_payment_method", has_payment_error=False) is Phase.PENDING
+    assert from_stripe("requires_payment_method", has_payment_error=True) is Phase.FAILED
+    assert from_stripe("requires_capture", False) is Phase.REQUIRES_CAPTURE
+    assert from_stripe("succeeded", False) is Phase.SUCCEEDED
+
+
+def test_observing_an_intent_keeps_the_failure_and_payment_method() -> None:
+    obs = observe_intent({"id": "pi_1", "status": "requires_payment_method", "amount_received": 0,
+                          "payment_method": {"id": "pm_1"},
+                          "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds",
+                                                 "message": "Your card has insufficient funds."}},
+                         created=5, event_id="evt_1")
+    assert obs.phase is Phase.FAILED
+    assert obs.failure == {"code": "card_declined", "declineCode": "insufficient_funds",
+                           "message": "Your card has insufficient funds."}
+    assert obs.payment_method == "pm_1"
