@@ -95,6 +95,14 @@ async def test_paid_payment_flows_to_stripe_postgres_and_kafka(
     assert order.value["status"] == "COMPLETED"
     assert order.value["event_type"] == "OrderStatusUpdated"
 
+    reasons = [e.reason for e in await kube.events(ns) if e.involved_object.name == "order-1111"]
+    assert "StripeIntentCreated" in reasons
+    assert "Succeeded" in reasons
+    for process in (running.operator, running.webhook):
+        assert client_secret not in process.logs()
+        assert running.tenant.webhook_secret not in process.logs()
+        assert sandbox.stripe.api_key not in process.logs()
+
     # A restarted controller with the watermark erased republishes with the same ce_id.
     await running.operator.stop()
     await kube.custom.patch_namespaced_custom_object_status(

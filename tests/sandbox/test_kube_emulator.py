@@ -479,6 +479,19 @@ async def test_finalizers_delay_deletion_and_owned_objects_are_collected(
     assert status == 404 and error["message"] == 'widgets.example.com "plain" not found'
 
 
+async def test_delete_collection_and_namespace(http: aiohttp.ClientSession, emu: KubeEmulator) -> None:
+    url = "/apis/example.com/v1/namespaces/gone/widgets"
+    for name in "ab":
+        await create(http, url, {**widget(name), "metadata": {"name": name, "labels": {"x": name}}})
+    status, deleted = await request(http, "DELETE", f"{url}?labelSelector=x%3Da")
+    assert status == 200 and [w["metadata"]["name"] for w in deleted["items"]] == ["a"]
+    assert [w["metadata"]["name"] for w in emu.list("example.com/v1/widgets", "gone")] == ["b"]
+    status, _ = await request(http, "DELETE", "/api/v1/namespaces/gone")
+    assert status == 200
+    assert emu.list("example.com/v1/widgets", "gone") == []
+    assert emu.get("v1/namespaces", None, "gone") is None
+
+
 # --------------------------------------------------------------------------------------------------
 # Lists and selectors
 # --------------------------------------------------------------------------------------------------
