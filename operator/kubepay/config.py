@@ -40,6 +40,7 @@ class Settings:
     http_port: int
     api_port: int
     health_port: int
+    metrics_port: int
     kafka_idempotence: bool
     kafka_acks: str
     topics: Topics
@@ -154,6 +155,7 @@ def load(
         http_port=_int(env, "PAYMENT_HTTP_PORT", 8080),
         api_port=_int(env, "KUBEPAY_API_PORT", 8081),
         health_port=_int(env, "KUBEPAY_HEALTH_PORT", 8090),
+        metrics_port=_int(env, "KUBEPAY_METRICS_PORT", 9090),
         kafka_idempotence=_bool(env, "KUBEPAY_KAFKA_IDEMPOTENCE", True),
         kafka_acks=acks,
         topics=topics,

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from kubepay import downstream, identity, metrics
 from kubepay.conditions import set_condition
@@ -60,6 +61,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 30
     settings.posting.level = logging.INFO
     config: Settings = memo["settings"]
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
     memo["runtime"] = await Runtime.start(config)
 
 

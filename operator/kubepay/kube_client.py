@@ -73,8 +73,9 @@ class KubeClient:
             raise
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """Read through the status subresource: the whole object, with RBAC on `<plural>/status` only."""
         result: dict[str, Any] = await self._call(
-            self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            self._custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name)
         )
         return result
 

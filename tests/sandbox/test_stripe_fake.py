@@ -82,6 +82,101 @@ async def test_errors_are_replayed_too(fake: StripeFake, client: stripe.StripeCl
     assert [entry["replayed"] for entry in await fake.requests_log()] == [False, True]
 
 
+STRIPE_CURRENCIES = [
+    "usd", "eur", "gbp", "jpy", "kwd", "bhd", "jod", "omr", "tnd", "chf", "cad", "aud", "nzd", "sek", "nok", "dkk",
+    "pln", "czk", "huf", "ron", "bgn", "hkd", "sgd", "inr", "brl", "mxn", "zar", "krw", "clp", "vnd", "isk", "ugx",
+    "xaf", "xof",
+]  # fmt: skip
+
+
+async def test_unsupported_currency_is_refused_like_stripe(fake: StripeFake, client: stripe.StripeClient) -> None:
+    for _ in range(2):
+        with pytest.raises(stripe.InvalidRequestError) as info:
+            await client.v1.payment_intents.create_async(params(currency="xyz"), options={"idempotency_key": "cur-1"})
+        error = info.value
+        assert error.http_status == 400
+        assert error.param == "currency"
+        assert error.code is None  # Stripe sets no code for this one: branch on param (or on the 400)
+        assert error.error is not None
+        assert error.error.type == "invalid_request_error"
+        message = error.user_message
+        assert message is not None
+        assert message == error.error.message
+        prefix = "Invalid currency: xyz. Stripe currently supports these currencies: "
+        assert message.startswith(prefix + "usd, aed, ")
+        assert set(STRIPE_CURRENCIES) <= set(message.removeprefix(prefix).split(", "))
+
+    assert (await client.v1.payment_intents.list_async()).data == []
+    log = await fake.requests_log()
+    assert [(entry["status"], entry["replayed"]) for entry in log if entry["method"] == "POST"] == [
+        (400, False),
+        (400, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "code", "message"),
+    [
+        (49, "usd", "amount_too_small", "Amount must be at least $0.50 usd"),
+        ("10", "eur", "amount_too_small", "Amount must be at least €0.50 eur"),
+        (29, "gbp", "amount_too_small", "Amount must be at least £0.30 gbp"),
+        (49, "jpy", "amount_too_small", "Amount must be at least ¥50 jpy"),
+        (49, "chf", "amount_too_small", "Amount must be at least CHF 0.50 chf"),
+        (100_000_000, "usd", "amount_too_large", "Amount must be no more than $999,999.99"),
+        (100_000_000, "jpy", "amount_too_large", "Amount must be no more than ¥99,999,999"),
+        (0, "usd", "parameter_invalid_integer", "This value must be greater than or equal to 1."),
+    ],
+)
+async def test_amount_outside_stripe_limits_is_refused(
+    client: stripe.StripeClient, amount: int | str, currency: str, code: str, message: str
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        await client.v1.payment_intents.create_async(
+            params(amount=amount, currency=currency, payment_method=TEST_CARDS["success"], confirm=True)
+        )
+    error = info.value
+    assert (error.http_status, error.code, error.param, error.user_message) == (400, code, "amount", message)
+    assert error.error is not None
+    assert (error.error.type, error.error.message) == ("invalid_request_error", message)
+    assert (await client.v1.payment_intents.list_async()).data == []  # nothing created, nothing charged
+
+
+async def test_amounts_at_stripe_limits_are_accepted(client: stripe.StripeClient) -> None:
+    smallest = await client.v1.payment_intents.create_async(params(amount=50, currency="USD"))
+    assert (smallest.amount, smallest.currency) == (50, "usd")  # Stripe stores currencies lowercased
+    largest = await client.v1.payment_intents.create_async(params(amount=99_999_999, currency="jpy"))
+    assert largest.amount == 99_999_999
+    three_decimals = await client.v1.payment_intents.create_async(params(amount=50, currency="kwd"))
+    assert three_decimals.currency == "kwd"
+
+
+async def test_refused_create_is_replayed_and_binds_its_key(fake: StripeFake, client: stripe.StripeClient) -> None:
+    for _ in range(2):
+        with pytest.raises(stripe.InvalidRequestError) as info:
+            await client.v1.payment_intents.create_async(params(amount=10), options={"idempotency_key": "small-1"})
+        assert info.value.code == "amount_too_small"
+    assert [entry["replayed"] for entry in await fake.requests_log()] == [False, True]
+    # As in Stripe, a corrected spec needs a new key: the old one stays bound to the refused parameters.
+    with pytest.raises(stripe.IdempotencyError):
+        await client.v1.payment_intents.create_async(params(amount=1000), options={"idempotency_key": "small-1"})
+    assert (await client.v1.payment_intents.list_async()).data == []
+
+
+async def test_update_to_an_amount_stripe_refuses_changes_nothing(client: stripe.StripeClient) -> None:
+    intent = await client.v1.payment_intents.create_async(params())
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        await client.v1.payment_intents.update_async(intent.id, {"amount": 10})
+    assert info.value.code == "amount_too_small"
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        await client.v1.payment_intents.update_async(intent.id, {"currency": "xyz"})
+    assert info.value.param == "currency"
+    unchanged = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert (unchanged.amount, unchanged.currency) == (1200, "usd")
+
+    updated = await client.v1.payment_intents.update_async(intent.id, {"amount": 1300, "currency": "EUR"})
+    assert (updated.amount, updated.currency) == (1300, "eur")
+
+
 async def test_parameters_localstripe_lacks_are_accepted(client: stripe.StripeClient) -> None:
     created = await client.v1.payment_intents.create_async(
         params(

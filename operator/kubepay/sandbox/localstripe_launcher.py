@@ -16,6 +16,13 @@ runs as its own process (``python -m kubepay.sandbox.localstripe_launcher --port
   These are patched on localstripe's classes and routes, because they must live on the objects.
 * Declines look like Stripe's: type ``card_error``, a ``decline_code``, the PaymentIntent in the
   error, and the same in ``last_payment_error``.
+* PaymentIntent create and update refuse what Stripe refuses, with Stripe's 400 bodies (localstripe
+  accepts any currency string and any positive amount): an unsupported currency (``param:
+  currency``, "Invalid currency: xyz. Stripe currently supports these currencies: usd, ..."), an
+  amount below the currency's minimum charge (``amount_too_small``) or above 99,999,999 minor units
+  (``amount_too_large``), an amount below 1 or not an integer (``parameter_invalid_integer``) and a
+  missing or empty amount/currency (``parameter_missing``/``parameter_invalid_empty``). Nothing is
+  created. The currency is stored lowercased, as Stripe does.
 * Fault controls and a request log on private routes under ``/_kubepay/`` (not Stripe's API).
 * No disk persistence (localstripe shares /tmp/localstripe.pickle between runs otherwise).
 """
@@ -29,13 +36,15 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -408,6 +417,112 @@ def _clear_webhooks() -> None:
         task.cancel()
 
 
+# ---------------------------------------------------------------------------------------------------
+# Stripe's currency and amount rules for charges (PaymentIntents)
+# ---------------------------------------------------------------------------------------------------
+
+# In the order Stripe lists them in its "Invalid currency" message (usd first, then alphabetical, then
+# codes it still accepts for old integrations), as answered by the live API in 2024.
+SUPPORTED_CURRENCIES: tuple[str, ...] = (
+    "usd", "aed", "afn", "all", "amd", "ang", "aoa", "ars", "aud", "awg", "azn", "bam", "bbd",
+    "bdt", "bgn", "bhd", "bif", "bmd", "bnd", "bob", "brl", "bsd", "bwp", "byn", "bzd", "cad",
+    "cdf", "chf", "clp", "cny", "cop", "crc", "cve", "czk", "djf", "dkk", "dop", "dzd", "egp",
+    "etb", "eur", "fjd", "fkp", "gbp", "gel", "gip", "gmd", "gnf", "gtq", "gyd", "hkd", "hnl",
+    "htg", "huf", "idr", "ils", "inr", "isk", "jmd", "jod", "jpy", "kes", "kgs", "khr", "kmf",
+    "krw", "kwd", "kyd", "kzt", "lak", "lbp", "lkr", "lrd", "lsl", "mad", "mdl", "mga", "mkd",
+    "mmk", "mnt", "mop", "mur", "mvr", "mwk", "mxn", "myr", "mzn", "nad", "ngn", "nio", "nok",
+    "npr", "nzd", "omr", "pab", "pen", "pgk", "php", "pkr", "pln", "pyg", "qar", "ron", "rsd",
+    "rub", "rwf", "sar", "sbd", "scr", "sek", "sgd", "shp", "sle", "sos", "srd", "std", "szl",
+    "thb", "tjs", "tnd", "top", "try", "ttd", "twd", "tzs", "uah", "ugx", "uyu", "uzs", "vnd",
+    "vuv", "wst", "xaf", "xcd", "xof", "xpf", "yer", "zar", "zmw", "usdc", "btn", "ghs", "eek",
+    "lvl", "svc", "vef", "ltl", "sll", "mro",
+)  # fmt: skip
+_SUPPORTED = frozenset(SUPPORTED_CURRENCIES)
+ZERO_DECIMAL_CURRENCIES = frozenset({
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf",
+    "xof", "xpf",
+})  # fmt: skip
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+# Stripe's documented minimum charge per settlement currency, in minor units. Real Stripe checks the
+# amount converted to the account's settlement currency ("Amount must convert to at least 50 cents.
+# ...") for other currencies; the fake applies these per currency, and DEFAULT_MINIMUM_CHARGE (50 minor
+# units) to every currency not listed. Controllers should key on ``code``, not on the message.
+MINIMUM_CHARGE: dict[str, int] = {
+    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50, "czk": 1500,
+    "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50, "jpy": 50, "mxn": 1000,
+    "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200, "sek": 300, "sgd": 50, "thb": 1000,
+}  # fmt: skip
+DEFAULT_MINIMUM_CHARGE = 50
+MAXIMUM_CHARGE = 99_999_999  # eight digits of minor units, in every currency
+_SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "krw": "₩"}
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """``$0.50``, ``¥50``, ``CHF 0.50``: minor units shown in major units, as Stripe's messages do."""
+    exponent = 0 if currency in ZERO_DECIMAL_CURRENCIES else 3 if currency in THREE_DECIMAL_CURRENCIES else 2
+    major = f"{Decimal(amount).scaleb(-exponent):,.{exponent}f}"
+    symbol = _SYMBOLS.get(currency)
+    return f"{symbol}{major}" if symbol else f"{currency.upper()} {major}"
+
+
+def _refusal(param: str, message: str, code: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"param": param, "message": message}
+    if code is not None:
+        error["code"] = code
+        error["doc_url"] = "https://stripe.com/docs/error-codes/" + code.replace("_", "-")
+    return error
+
+
+def charge_refusal(amount: Any, currency: Any) -> dict[str, Any] | None:
+    """The error Stripe answers (400, ``invalid_request_error``) for a PaymentIntent ``amount`` and
+    ``currency`` it will not charge, without ``type``; None when both are acceptable.
+
+    ``amount`` is as received (an int from JSON, a string from a form body); ``currency`` any case.
+    """
+    for param, value in (("amount", amount), ("currency", currency)):
+        if value is None:
+            return _refusal(param, f"Missing required param: {param}.", "parameter_missing")
+        if value == "":
+            return _refusal(
+                param,
+                f"You passed an empty string for '{param}'. We assume empty values are an attempt to unset a "
+                f"parameter; however '{param}' cannot be unset. You should remove '{param}' from your request "
+                "or supply a non-empty value.",
+                "parameter_invalid_empty",
+            )
+    number = _integer(amount)
+    if number is None:
+        return _refusal("amount", f"Invalid integer: {amount}", "parameter_invalid_integer")
+    if number < 1:
+        return _refusal("amount", "This value must be greater than or equal to 1.", "parameter_invalid_integer")
+    if not isinstance(currency, str) or currency.lower() not in _SUPPORTED:
+        return _refusal(
+            "currency",
+            f"Invalid currency: {str(currency).lower()}. Stripe currently supports these currencies: "
+            + ", ".join(SUPPORTED_CURRENCIES),
+        )
+    code = currency.lower()
+    minimum = MINIMUM_CHARGE.get(code, DEFAULT_MINIMUM_CHARGE)
+    if number < minimum:
+        return _refusal("amount", f"Amount must be at least {format_amount(minimum, code)} {code}", "amount_too_small")
+    if number > MAXIMUM_CHARGE:
+        return _refusal(
+            "amount", f"Amount must be no more than {format_amount(MAXIMUM_CHARGE, code)}", "amount_too_large"
+        )
+    return None
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+        return int(value)
+    return None
+
+
 CANCELLATION_REASONS = {"duplicate", "fraudulent", "requested_by_customer", "abandoned"}
 REFUND_REASONS = {"duplicate", "fraudulent", "requested_by_customer"}
 DECLINE_CODE = "generic_decline"
@@ -496,6 +611,36 @@ def _patch_localstripe() -> None:
             raise
 
     payment_intent._report_failure = report_failure
+
+    def refuse(amount: Any, currency: Any) -> tuple[int, str]:
+        """Raise Stripe's 400 for an amount/currency it would not charge; else both, normalised."""
+        error = charge_refusal(amount, currency)
+        if error is not None:
+            raise UserError(400, error.pop("message"), error)
+        return cast(int, _integer(amount)), str(currency).lower()
+
+    original_create = payment_intent._api_create
+
+    def create(**data: Any) -> Any:
+        data["amount"], data["currency"] = refuse(data.get("amount"), data.get("currency"))
+        return original_create(**data)  # validated before anything exists: a refusal creates nothing
+
+    payment_intent._api_create = staticmethod(create)
+
+    original_update = payment_intent._api_update
+
+    def update(id: Any = None, **data: Any) -> Any:
+        if "amount" in data or "currency" in data:
+            obj = payment_intent._api_retrieve(id)
+            amount, currency = data.get("amount", obj.amount), data.get("currency", obj.currency)
+            amount, currency = refuse(amount, currency)
+            if "amount" in data:
+                data["amount"] = amount
+            if "currency" in data:
+                data["currency"] = currency
+        return original_update(id, **data)
+
+    payment_intent._api_update = staticmethod(update)
 
     original_confirm = payment_intent._api_confirm
 

@@ -121,6 +121,7 @@ class Sandbox:
             "KUBEPAY_NAMESPACE": name,
             "PAYMENT_HTTP_PORT": str(free_port()),
             "KUBEPAY_HEALTH_PORT": str(free_port()),
+            "KUBEPAY_METRICS_PORT": str(free_port()),
             "KUBEPAY_RESYNC_SECONDS": str(resync_seconds),
             "KUBEPAY_LOG_LEVEL": "INFO",
             "SRV_ENV": "sandbox",

@@ -3,7 +3,8 @@
 localstripe is GPL-3.0, so it never enters this process: :class:`StripeFake` spawns
 ``python -m kubepay.sandbox.localstripe_launcher`` and talks to it over HTTP on 127.0.0.1.
 See the launcher's docstring for what it adds to localstripe (idempotency replay, missing
-parameters, Stripe-shaped declines, fault injection, a request log).
+parameters, Stripe-shaped declines, Stripe's refusals of unsupported currencies and out-of-range amounts,
+fault injection, a request log).
 """
 
 from __future__ import annotations
