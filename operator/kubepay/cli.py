@@ -1,4 +1,4 @@
-"""The `kubepay` command: operator, webhook, migrate, sandbox, demo."""
+"""The `kubepay` command: operator, webhook, api, orders-consumer, migrate, sandbox, demo."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from collections.abc import Sequence
 from kubepay import config, logs, migrate
 
 
-def _settings(*, need_stripe: bool, need_kafka: bool, need_webhook_secret: bool = False) -> config.Settings:
+def _settings(
+    *, need_stripe: bool, need_kafka: bool, need_webhook_secret: bool = False, need_api_token: bool = False
+) -> config.Settings:
     try:
-        return config.load(need_stripe=need_stripe, need_kafka=need_kafka, need_webhook_secret=need_webhook_secret)
+        return config.load(
+            need_stripe=need_stripe, need_kafka=need_kafka, need_webhook_secret=need_webhook_secret,
+            need_api_token=need_api_token,
+        )
     except config.ConfigError as exc:
         print(f"kubepay: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -24,7 +29,10 @@ def run_operator(args: argparse.Namespace) -> None:
     logs.setup(settings.log_level)
     import kopf
 
-    from kubepay import handlers  # noqa: F401  (registers the handlers)
+    from kubepay import handlers, refund_handlers  # noqa: F401  (registers the handlers)
+
+    if settings.admission_port:
+        from kubepay import admission  # noqa: F401  (registers the admission handlers)
 
     peering = os.environ.get("KUBEPAY_PEERING_NAME", "").strip()
     asyncio.run(
@@ -43,6 +51,22 @@ def run_webhook(args: argparse.Namespace) -> None:
     settings = _settings(need_stripe=False, need_kafka=False, need_webhook_secret=True)
     logs.setup(settings.log_level)
     from kubepay_webhook.main import serve
+
+    asyncio.run(serve(settings))
+
+
+def run_api(args: argparse.Namespace) -> None:
+    settings = _settings(need_stripe=False, need_kafka=False, need_api_token=True)
+    logs.setup(settings.log_level)
+    from kubepay_webhook.api_main import serve
+
+    asyncio.run(serve(settings))
+
+
+def run_orders_consumer(args: argparse.Namespace) -> None:
+    settings = _settings(need_stripe=False, need_kafka=True)
+    logs.setup(settings.log_level)
+    from kubepay.orders_consumer import serve
 
     asyncio.run(serve(settings))
 
@@ -71,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("operator", help="run the PaymentIntent controller").set_defaults(fn=run_operator)
     commands.add_parser("webhook", help="run the Stripe webhook receiver").set_defaults(fn=run_webhook)
+    commands.add_parser("api", help="run the payments HTTP API (POST /payments/intent, ...)").set_defaults(
+        fn=run_api
+    )
+    commands.add_parser(
+        "orders-consumer", help="turn orders.created events into PaymentIntent resources"
+    ).set_defaults(fn=run_orders_consumer)
     migrate_cmd = commands.add_parser("migrate", help="apply the database migrations (idempotent)")
     migrate_cmd.add_argument("--revision", default="head", help="target alembic revision (default: head)")
     migrate_cmd.set_defaults(fn=run_migrate)

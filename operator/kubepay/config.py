@@ -22,6 +22,8 @@ class Topics:
     canceled: str = "payments.canceled"
     refunded: str = "payments.refunded"
     order_status: str = "orders.status"
+    orders_created: str = "orders.created"  # consumed by `kubepay orders-consumer`
+    orders_dlq: str = "orders.created.dlq"  # where unusable orders.created messages go, reason in a header
 
     def all(self) -> list[str]:
         return [self.initiated, self.succeeded, self.failed, self.canceled, self.refunded, self.order_status]
@@ -41,6 +43,8 @@ class Settings:
     api_port: int
     health_port: int
     metrics_port: int
+    admission_port: int
+    admission_cert_dir: str
     kafka_idempotence: bool
     kafka_acks: str
     topics: Topics
@@ -50,6 +54,14 @@ class Settings:
     migrate_on_start: bool
     log_level: str
     source: str
+    api_token: str = field(default="", repr=False)
+    api_namespace: str = "default"
+    api_wait_seconds: float = 10.0
+    orders_namespace: str = "default"
+    orders_group: str = "kubepay-orders"
+    orders_session_timeout_ms: int = 10000
+    orders_heartbeat_ms: int = 3000
+    orders_consumer_in_operator: bool = False
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
@@ -113,6 +125,13 @@ def _stripe_key(env: Mapping[str, str]) -> str:
     return key
 
 
+def _api_token(env: Mapping[str, str]) -> str:
+    token = _get(env, "KUBEPAY_API_TOKEN")
+    if len(token) < 16:
+        raise ConfigError("KUBEPAY_API_TOKEN must be at least 16 characters")
+    return token
+
+
 def _with_default(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
@@ -123,6 +142,7 @@ def load(
     need_stripe: bool = True,
     need_webhook_secret: bool = False,
     need_kafka: bool = True,
+    need_api_token: bool = False,
 ) -> Settings:
     """Read settings; each process asks only for what it uses."""
     env = os.environ if env is None else env
@@ -156,6 +176,8 @@ def load(
         api_port=_int(env, "KUBEPAY_API_PORT", 8081),
         health_port=_int(env, "KUBEPAY_HEALTH_PORT", 8090),
         metrics_port=_int(env, "KUBEPAY_METRICS_PORT", 9090),
+        admission_port=_int(env, "KUBEPAY_ADMISSION_PORT", 0),
+        admission_cert_dir=_with_default(env, "KUBEPAY_ADMISSION_CERT_DIR", "/etc/kubepay/admission"),
         kafka_idempotence=_bool(env, "KUBEPAY_KAFKA_IDEMPOTENCE", True),
         kafka_acks=acks,
         topics=topics,
@@ -165,4 +187,15 @@ def load(
         migrate_on_start=_bool(env, "KUBEPAY_MIGRATE_ON_START", False),
         log_level=level,
         source=_with_default(env, "KUBEPAY_EVENT_SOURCE", "kubepay"),
+        api_token=_api_token(env) if need_api_token else env.get("KUBEPAY_API_TOKEN", "").strip(),
+        api_namespace=_with_default(env, "KUBEPAY_API_NAMESPACE", _with_default(env, "POD_NAMESPACE", "default")),
+        api_wait_seconds=_float(env, "KUBEPAY_API_WAIT_SECONDS", 10.0),
+        orders_namespace=_with_default(
+            env, "KUBEPAY_ORDERS_NAMESPACE",
+            _with_default(env, "KUBEPAY_NAMESPACE", _with_default(env, "POD_NAMESPACE", "default")),
+        ),
+        orders_group=_with_default(env, "KUBEPAY_ORDERS_GROUP", "kubepay-orders"),
+        orders_session_timeout_ms=_int(env, "KUBEPAY_ORDERS_SESSION_TIMEOUT_MS", 10000, 100, 3_600_000),
+        orders_heartbeat_ms=_int(env, "KUBEPAY_ORDERS_HEARTBEAT_MS", 3000, 10, 3_600_000),
+        orders_consumer_in_operator=_bool(env, "KUBEPAY_ORDERS_CONSUMER", False),
     )

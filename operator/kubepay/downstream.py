@@ -6,13 +6,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from kubepay import events
+from kubepay import events, refunds
 from kubepay.config import Settings
-from kubepay.identity import payment_id
+from kubepay.identity import payment_id, refund_id
 from kubepay.kube_client import PAYMENT_INTENTS, KubeClient
 from kubepay.phases import DB_STATUS, Phase
 from kubepay.publisher import Publisher
-from kubepay.store import PaymentRow, Store
+from kubepay.store import PaymentRow, RefundRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -106,4 +106,41 @@ async def sync(
     published += milestones
     await kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"], {"published": published}, None)
     log.info("published %s for %s/%s", ",".join(milestones), meta["namespace"], meta["name"])
+    return published
+
+
+async def sync_refund(
+    body: dict[str, Any],
+    payment_body: dict[str, Any],
+    store: Store,
+    publisher: Publisher,
+    kube: KubeClient,
+    settings: Settings,
+    known_published: Sequence[str] = (),
+) -> list[str]:
+    """Mirror a PaymentRefund: its refunds row, and payments.refunded once it succeeded. Returns published."""
+    status = body.get("status") or {}
+    published = list(dict.fromkeys([*(status.get("published") or []), *known_published]))
+    if not status.get("phase") or not status.get("amount"):
+        return published
+    meta = body["metadata"]
+    phase = refunds.RefundPhase(status["phase"])
+    failure = status.get("failure") or {}
+    await store.upsert_refund(RefundRow(
+        id=refund_id(meta["uid"]), payment_id=payment_id(payment_body["metadata"]["uid"]),
+        amount=int(status["amount"]), currency=payment_body["spec"]["currency"], reason=body["spec"].get("reason"),
+        status=refunds.DB_STATUS[phase], provider_refund_id=(status.get("stripe") or {}).get("refundId"),
+        failure_reason=failure.get("message"), resource_namespace=meta["namespace"], resource_name=meta["name"],
+        resource_uid=meta["uid"],
+    ))
+    if phase is not refunds.RefundPhase.SUCCEEDED or events.REFUNDED in published:
+        return published
+    refund = events.Refund(uid=meta["uid"], refund_id=str(refund_id(meta["uid"])),
+                           provider_refund_id=status["stripe"]["refundId"], amount_minor=int(status["amount"]),
+                           reason=body["spec"].get("reason"))
+    await publisher.publish([events.refund_message(payment_of(payment_body), refund, settings.topics,
+                                                   settings.source)])
+    published.append(events.REFUNDED)
+    await kube.patch_status(refunds.PAYMENT_REFUNDS, meta["namespace"], meta["name"], {"published": published}, None)
+    log.info("published refunded for %s/%s", meta["namespace"], meta["name"])
     return published

@@ -15,7 +15,7 @@ from kubepay.phases import Phase
 # ce_id is uuid5 in this namespace of "<resource uid>/<milestone>/<message type>": a replay reuses it.
 CE_NAMESPACE = uuid.UUID("6f0e5b7c-3a1d-4c2e-9b8f-6b7562657061")
 
-INITIATED, SUCCEEDED, FAILED, CANCELED = "initiated", "succeeded", "failed", "canceled"
+INITIATED, SUCCEEDED, FAILED, CANCELED, REFUNDED = "initiated", "succeeded", "failed", "canceled", "refunded"
 
 # The milestones a phase implies, in publishing order.
 MILESTONES: dict[Phase, tuple[str, ...]] = {
@@ -120,3 +120,38 @@ def messages_for(milestone: str, payment: Payment, topics: Topics, source: str) 
                     _headers(payment, milestone, order_type, source))
         )
     return messages
+
+
+@dataclass(frozen=True)
+class Refund:
+    """What the payments.refunded message says about one refund."""
+
+    uid: str
+    refund_id: str
+    provider_refund_id: str
+    amount_minor: int
+    reason: str | None
+
+
+def refund_message(payment: Payment, refund: Refund, topics: Topics, source: str) -> Message:
+    value: dict[str, Any] = {
+        "payment_id": payment.payment_id,
+        "order_id": payment.order_id,
+        "user_id": payment.user_id or "",
+        "amount": to_decimal_string(payment.amount_minor, payment.currency),
+        "amount_minor": payment.amount_minor,
+        "currency": payment.currency.upper(),
+        "payment_method": payment.payment_method or "",
+        "provider": "stripe",
+        "provider_id": payment.provider_id,
+        "status": REFUNDED,
+        "refund_id": refund.refund_id,
+        "provider_refund_id": refund.provider_refund_id,
+        "amount_refunded": to_decimal_string(refund.amount_minor, payment.currency),
+        "amount_refunded_minor": refund.amount_minor,
+        "reason": refund.reason or "",
+    }
+    ce_type = "io.kubepay.payment.refunded"
+    headers = _headers(payment, REFUNDED, ce_type, source)
+    headers = [(k, ce_id(refund.uid, REFUNDED, ce_type).encode()) if k == "ce_id" else (k, v) for k, v in headers]
+    return Message(topics.refunded, payment.order_id, value, headers)

@@ -1,4 +1,4 @@
-"""kopf handlers for PaymentIntent: create in Stripe, mirror status downstream, resync, finalize."""
+"""kopf handlers for PaymentIntent: create or adopt in Stripe, follow the spec, mirror, resync, finalize."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from kubepay import downstream, identity, metrics
+from kubepay import backfill, downstream, identity, metrics
 from kubepay.conditions import set_condition
 from kubepay.config import Settings
-from kubepay.intents import create_intent
+from kubepay.intents import AdoptionRefused, AmountLocked, adopt_intent, create_intent, reconcile_spec
 from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, Conflict, KubeUnavailable
 from kubepay.phases import FINAL, Phase, observe_intent
 from kubepay.publisher import PublishFailed
@@ -26,9 +26,11 @@ from kubepay.stripe_gateway import StripeRejected, StripeUnavailable
 
 Logger = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
 RETRYABLE = (StripeUnavailable, KubeUnavailable, StoreUnavailable, PublishFailed, Conflict)
-CANCELABLE = {"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action",
-              "processing"}
+CANCELABLE = {"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action"}
+PAUSED_ANNOTATION = "kubepay.io/paused"
 MAX_BACKOFF = 300.0
+# The finalizer gives up (and says so in a Warning event) rather than block deletion forever.
+FINALIZER_MAX_TRIES = 5
 
 
 def backoff(retry: int, base: float = 1.0) -> float:
@@ -48,8 +50,12 @@ def wake_event(memo: kopf.Memo) -> asyncio.Event:
     return event
 
 
+def is_paused(body: kopf.Body | dict[str, Any]) -> bool:
+    return str((body.get("metadata") or {}).get("annotations", {}).get(PAUSED_ANNOTATION, "")).lower() == "true"
+
+
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
     settings.persistence.finalizer = "kubepay.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubepay.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -61,9 +67,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.request_timeout = 30
     settings.posting.level = logging.INFO
     config: Settings = memo["settings"]
+    if config.admission_port:
+        from kubepay.admission import configure_server
+
+        configure_server(settings, config)
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
-    memo["runtime"] = await Runtime.start(config)
+    rt = memo["runtime"] = await Runtime.start(config)
+    replayed = await backfill.replay_missed_events(rt)
+    logger.info("backfill from Stripe's Events API applied %d missed event(s)", replayed)
 
 
 @kopf.on.cleanup()
@@ -74,44 +86,56 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.resume(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
 @kopf.on.create(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
-async def ensure_stripe_intent(
-    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int, logger: Logger, **_: Any
-) -> None:
-    """Create the Stripe intent unless status already names one (a resume, or a repeated create)."""
+async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    """Create (or adopt) the Stripe intent unless status already names one."""
     if (status.get("stripe") or {}).get("paymentIntentId") or body.meta.get("deletionTimestamp"):
         return
+    if is_paused(body):
+        raise kopf.TemporaryError("paused: the Stripe intent will be created when resumed", delay=10)
     rt = runtime(memo)
     raw = dict(body)
+    adopt = body.spec.get("stripePaymentIntentId")
     try:
-        intent = await create_intent(rt, raw)
+        intent = await (adopt_intent(rt, raw, adopt) if adopt else create_intent(rt, raw))
+    except AdoptionRefused as exc:
+        await _set_synced(rt, raw, "AdoptionRefused", str(exc))
+        kopf.warn(body, reason="AdoptionRefused", message=str(exc))
+        raise kopf.PermanentError(str(exc)) from None
     except StripeRejected as exc:
-        await _record_rejection(rt, raw, exc)
+        if adopt:
+            await _set_synced(rt, raw, "StripeRejected", str(exc))
+        else:
+            await _record_rejection(rt, raw, exc)
         kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the PaymentIntent: {exc}")
         raise kopf.PermanentError(f"Stripe refused the PaymentIntent: {exc}") from None
     except RETRYABLE as exc:
         kopf.warn(body, reason="Retrying", message=f"Stripe intent not created yet: {exc}")
         raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
-    kopf.info(
-        body, reason="StripeIntentCreated",
-        message=f"Created Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}",
-    )
+    verb = "Adopted" if adopt else "Created"
+    kopf.info(body, reason=f"StripeIntent{verb}",
+              message=f"{verb} Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}")
+
+
+async def _set_synced(rt: Runtime, body: dict[str, Any], reason: str, message: str) -> None:
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, reason, message,
+                               generation)
+    conditions = set_condition(conditions, "Ready", False, reason, message, generation)
+    await rt.kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"],
+                               {"conditions": conditions, "observedGeneration": generation}, None)
 
 
 async def _record_rejection(rt: Runtime, body: dict[str, Any], exc: StripeRejected) -> None:
     meta = body["metadata"]
-    current = body.get("status") or {}
     generation = meta.get("generation")
-    conditions = set_condition(current.get("conditions"), "Synced", False, "StripeRejected", str(exc), generation)
+    conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, "StripeRejected",
+                               str(exc), generation)
     conditions = set_condition(conditions, "Ready", False, Phase.FAILED.value, str(exc), generation)
     await rt.kube.patch_status(
         PAYMENT_INTENTS, meta["namespace"], meta["name"],
-        {
-            "phase": Phase.FAILED.value,
-            "failure": exc.failure(),
-            "paymentId": str(identity.payment_id(meta["uid"])),
-            "observedGeneration": generation,
-            "conditions": conditions,
-        },
+        {"phase": Phase.FAILED.value, "failure": exc.failure(), "paymentId": str(identity.payment_id(meta["uid"])),
+         "observedGeneration": generation, "conditions": conditions},
         meta.get("resourceVersion"),
     )
 
@@ -123,42 +147,79 @@ async def wake(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.daemon(GROUP, VERSION, PAYMENT_INTENTS, id="mirror", cancellation_timeout=10)
 async def mirror(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
-    """Per resource, for its lifetime: mirror status downstream on every change, resync Stripe when idle."""
+    """Per resource, for its lifetime: follow the spec, mirror status downstream, resync Stripe when idle."""
     rt = runtime(memo)
     signal = wake_event(memo)
     last_phase = body.get("status", {}).get("phase")
+    paused = False
     published: list[str] = []
     failures = 0
+    resync_due = True  # catch up with Stripe once at start: webhooks may have been lost while we were away
     while True:
         signal.clear()
         snapshot = copy.deepcopy(dict(body))
-        phase = snapshot.get("status", {}).get("phase")
-        if phase and phase != last_phase:
-            metrics.TRANSITIONS.labels(phase).inc()
-            kopf.event(body, type="Warning" if phase == Phase.FAILED.value else "Normal",
-                       reason=phase, message=_transition_message(snapshot, last_phase))
-            last_phase = phase
+        if is_paused(snapshot) != paused:
+            paused = not paused
+            await _announce_pause(rt, body, snapshot, paused)
+        if paused:
+            await signal.wait()
+            continue
+        last_phase = _announce_transition(body, snapshot, last_phase)
         try:
+            if resync_due and snapshot.get("status", {}).get("phase") not in FINAL:
+                await _resync(rt, snapshot, logger)
+            resync_due = False
+            await _follow_spec(rt, body, snapshot)
             published = await downstream.sync(snapshot, rt.store, rt.publisher, rt.kube, rt.settings, published)
             failures = 0
         except RETRYABLE as exc:
             failures += 1
-            logger.warning("mirroring failed, retrying: %s", exc)
+            logger.warning("reconciling failed, retrying: %s", exc)
             await asyncio.sleep(backoff(failures))
             continue
+        phase = snapshot.get("status", {}).get("phase")
         idle = None if phase in FINAL else rt.settings.resync_seconds * random.uniform(0.9, 1.1)
         try:
             await asyncio.wait_for(signal.wait(), timeout=idle)
         except TimeoutError:
-            await _resync(rt, snapshot, logger)
+            resync_due = True
 
 
-def _transition_message(body: dict[str, Any], previous: str | None) -> str:
-    status = body.get("status") or {}
+async def _announce_pause(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any], paused: bool) -> None:
+    meta = snapshot["metadata"]
+    await rt.kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"], {"paused": paused or None}, None)
+    if paused:
+        kopf.info(body, reason="Paused", message=f"{PAUSED_ANNOTATION} is true: kubepay leaves this payment alone")
+    else:
+        kopf.info(body, reason="Resumed", message="Reconciling again; catching up with Stripe")
+
+
+def _announce_transition(body: kopf.Body, snapshot: dict[str, Any], last_phase: str | None) -> str | None:
+    status = snapshot.get("status") or {}
+    phase = status.get("phase")
+    if not phase or phase == last_phase:
+        return last_phase
+    metrics.TRANSITIONS.labels(phase).inc()
     failure = status.get("failure") or {}
-    stripe_status = (status.get("stripe") or {}).get("status", "unknown")
-    message = f"Phase {previous or 'none'} -> {status.get('phase')} (Stripe: {stripe_status})"
-    return f"{message}: {failure.get('message')}" if failure.get("message") else message
+    message = f"Phase {last_phase or 'none'} -> {phase} (Stripe: {(status.get('stripe') or {}).get('status', '-')})"
+    if failure.get("message"):
+        message = f"{message}: {failure['message']}"
+    kopf.event(body, type="Warning" if phase == Phase.FAILED.value else "Normal", reason=phase, message=message)
+    return str(phase)
+
+
+async def _follow_spec(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any]) -> None:
+    try:
+        done = await reconcile_spec(rt, snapshot)
+    except AmountLocked as exc:
+        kopf.warn(body, reason="AmountLocked", message=str(exc))
+        return
+    except StripeRejected as exc:
+        kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the change: {exc}")
+        await _set_synced(rt, snapshot, "StripeRejected", str(exc))
+        return
+    if done:
+        kopf.info(body, reason="SpecApplied", message=done)
 
 
 async def _resync(rt: Runtime, body: dict[str, Any], logger: Logger) -> None:
@@ -169,23 +230,24 @@ async def _resync(rt: Runtime, body: dict[str, Any], logger: Logger) -> None:
     meta = body["metadata"]
     try:
         intent = await rt.gateway.retrieve_intent(intent_id)
-        obs = observe_intent(intent, created=int(time.time()))
-        if await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"], obs):
-            logger.info("resync repaired status to %s", obs.phase.value)
-    except (StripeRejected, *RETRYABLE) as exc:
+    except StripeRejected as exc:
         logger.warning("resync failed: %s", exc)
+        return
+    obs = observe_intent(intent, created=int(time.time()))
+    if await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"], obs):
+        logger.info("resync repaired status to %s", obs.phase.value)
 
 
 @kopf.on.delete(GROUP, VERSION, PAYMENT_INTENTS, id="finalize")
-async def finalize(
-    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, retry: int, **_: Any
-) -> None:
+async def finalize(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, retry: int,
+                   **_: Any) -> None:
     """Cancel a still-cancelable Stripe intent (deletionPolicy Cancel) and mirror the outcome."""
     rt = runtime(memo)
     intent_id = (status.get("stripe") or {}).get("paymentIntentId")
-    if not intent_id or spec.get("deletionPolicy", "Cancel") == "Orphan":
-        if intent_id:
-            kopf.info(body, reason="Orphaned", message=f"Left Stripe PaymentIntent {intent_id} as it is")
+    if not intent_id or status.get("phase") in FINAL:
+        return
+    if spec.get("deletionPolicy", "Cancel") == "Orphan":
+        kopf.info(body, reason="Orphaned", message=f"Left Stripe PaymentIntent {intent_id} in Stripe as it is")
         return
     meta = body.meta
     try:
@@ -193,12 +255,14 @@ async def finalize(
         if intent["status"] in CANCELABLE:
             intent = await rt.gateway.cancel_intent(intent_id, identity.cancel_idempotency_key(meta["uid"]))
             kopf.info(body, reason="Canceled", message=f"Canceled Stripe PaymentIntent {intent_id}")
-        obs = observe_intent(intent, created=int(time.time()))
-        await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"], obs)
-        fresh = await rt.kube.get_custom(PAYMENT_INTENTS, meta["namespace"], meta["name"])
+        await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"],
+                                observe_intent(intent, created=int(time.time())))
+        fresh = await rt.kube.get_custom(PAYMENT_INTENTS, str(meta["namespace"]), str(meta["name"]))
         await downstream.sync(fresh, rt.store, rt.publisher, rt.kube, rt.settings)
-    except StripeRejected as exc:
-        kopf.warn(body, reason="CancelFailed",
-                  message=f"Stripe PaymentIntent {intent_id} left in Stripe: {exc}")
-    except RETRYABLE as exc:
+    except (StripeRejected, *RETRYABLE) as exc:
+        if retry + 1 >= FINALIZER_MAX_TRIES:
+            kopf.warn(body, reason="CancelFailed",
+                      message=f"Gave up after {retry + 1} tries; Stripe PaymentIntent {intent_id} is left in Stripe "
+                              f"as it was: {exc}")
+            return
         raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None

@@ -1,17 +1,26 @@
-"""Creating the Stripe PaymentIntent for a resource: exactly one, whatever crashes in between."""
+"""A resource's Stripe PaymentIntent: created (or adopted) exactly once, then kept matching the spec."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kubepay import identity
 from kubepay.conditions import set_condition
-from kubepay.phases import observe_intent
+from kubepay.kube_client import PAYMENT_INTENTS
+from kubepay.phases import Phase, observe_intent
 from kubepay.runtime import Runtime
 from kubepay.status_writer import apply_observation
 
+# Stripe accepts amount changes only before the customer has committed to paying.
+AMOUNT_UPDATABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
 
-def create_params(body: dict[str, Any]) -> dict[str, Any]:
+
+class AdoptionRefused(Exception):
+    """The named Stripe intent does not match the spec; adopting it would charge the wrong amount."""
+
+
+def kubepay_metadata(body: dict[str, Any]) -> dict[str, str]:
     meta, spec = body["metadata"], body["spec"]
     metadata = {
         **(spec.get("metadata") or {}),
@@ -22,6 +31,12 @@ def create_params(body: dict[str, Any]) -> dict[str, Any]:
     }
     if spec.get("userId"):
         metadata["user_id"] = spec["userId"]
+    return metadata
+
+
+def create_params(body: dict[str, Any]) -> dict[str, Any]:
+    spec = body["spec"]
+    metadata = kubepay_metadata(body)
     params: dict[str, Any] = {
         "amount": int(spec["amount"]),
         "currency": spec["currency"],
@@ -42,6 +57,33 @@ async def create_intent(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     """
     meta = body["metadata"]
     intent = await rt.gateway.create_intent(create_params(body), identity.intent_idempotency_key(meta["uid"]))
+    await _record(rt, body, intent, "StripeIntentCreated", created=int(intent.get("created") or 0))
+    return intent
+
+
+async def adopt_intent(rt: Runtime, body: dict[str, Any], intent_id: str) -> dict[str, Any]:
+    """Take over an intent made outside kubepay: it must agree on amount and currency."""
+    meta, spec = body["metadata"], body["spec"]
+    intent = await rt.gateway.retrieve_intent(intent_id)
+    if (intent["amount"], intent["currency"]) != (int(spec["amount"]), spec["currency"]):
+        raise AdoptionRefused(
+            f"Stripe PaymentIntent {intent_id} is {intent['amount']} {intent['currency']}, "
+            f"the spec says {spec['amount']} {spec['currency']}"
+        )
+    owner = (intent.get("metadata") or {}).get(identity.METADATA_UID)
+    if owner and owner != meta["uid"]:
+        raise AdoptionRefused(f"Stripe PaymentIntent {intent_id} is already managed by another PaymentIntent")
+    # Our metadata on the intent is how webhooks find this resource.
+    intent = await rt.gateway.update_intent(
+        intent_id, {"metadata": kubepay_metadata(body)},
+        identity.update_idempotency_key(meta["uid"], int(meta.get("generation") or 1), "adopt"),
+    )
+    await _record(rt, body, intent, "StripeIntentAdopted", created=int(time.time()))
+    return intent
+
+
+async def _record(rt: Runtime, body: dict[str, Any], intent: dict[str, Any], reason: str, created: int) -> None:
+    meta = body["metadata"]
     secret_name = identity.client_secret_name(meta["name"], meta["uid"])
     await rt.kube.apply_secret(
         meta["namespace"],
@@ -56,10 +98,56 @@ async def create_intent(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
         "clientSecretRef": {"name": secret_name, "key": identity.CLIENT_SECRET_KEY},
         "observedGeneration": generation,
         "conditions": set_condition(
-            (body.get("status") or {}).get("conditions"), "Synced", True, "StripeIntentCreated",
+            (body.get("status") or {}).get("conditions"), "Synced", True, reason,
             f"Stripe PaymentIntent {intent['id']} exists", generation,
         ),
     }
-    obs = observe_intent(intent, created=int(intent.get("created") or 0))
+    obs = observe_intent(intent, created=created)
     await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"], obs, always)
-    return intent
+
+
+async def reconcile_spec(rt: Runtime, body: dict[str, Any]) -> str | None:
+    """Make Stripe follow spec changes (amount, capture). Returns a message when something was done."""
+    meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
+    intent_id = (status.get("stripe") or {}).get("paymentIntentId")
+    generation = int(meta.get("generation") or 1)
+    if not intent_id:
+        return None
+    done: str | None = None
+    if status.get("observedGeneration") != generation:
+        done = await _follow_amount(rt, body, intent_id, generation)
+    if spec.get("capture") and status.get("phase") == Phase.REQUIRES_CAPTURE.value:
+        amount = spec.get("amountToCapture")
+        intent = await rt.gateway.capture_intent(intent_id, amount, identity.capture_idempotency_key(meta["uid"]))
+        await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"],
+                                observe_intent(intent, created=int(time.time())))
+        done = f"Captured {intent.get('amount_received')} {intent['currency']} of Stripe PaymentIntent {intent_id}"
+    return done
+
+
+async def _follow_amount(rt: Runtime, body: dict[str, Any], intent_id: str, generation: int) -> str | None:
+    meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
+    intent = await rt.gateway.retrieve_intent(intent_id)
+    wanted = int(spec["amount"])
+    message: str | None = None
+    synced, reason, text = True, "SpecApplied", f"Stripe PaymentIntent {intent_id} matches generation {generation}"
+    if intent["amount"] != wanted:
+        if intent["status"] in AMOUNT_UPDATABLE:
+            intent = await rt.gateway.update_intent(
+                intent_id, {"amount": wanted}, identity.update_idempotency_key(meta["uid"], generation, "amount"))
+            message = f"Changed the amount of Stripe PaymentIntent {intent_id} to {wanted} {intent['currency']}"
+        else:
+            synced, reason = False, "AmountLocked"
+            text = (f"Stripe no longer allows changing the amount: the payment is {intent['status']}; "
+                    f"it stays {intent['amount']} {intent['currency']}")
+    conditions = set_condition(status.get("conditions"), "Synced", synced, reason, text, generation)
+    await rt.kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"],
+                               {"observedGeneration": generation, "conditions": conditions},
+                               meta.get("resourceVersion"))
+    if not synced:
+        raise AmountLocked(text)
+    return message
+
+
+class AmountLocked(Exception):
+    """The spec asks for an amount Stripe will not accept any more (Synced=False says so)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -11,6 +12,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 GROUP = "kubepay.io"
 VERSION = "v1alpha1"
 PAYMENT_INTENTS = "paymentintents"
+PAYMENT_REFUNDS = "paymentrefunds"
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -92,6 +94,23 @@ class KubeClient:
             )
         )
         return result
+
+    async def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a kubepay resource; Conflict if the name is taken, NotFound if the type is not served."""
+        result: dict[str, Any] = await self._call(
+            self._custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+        )
+        return result
+
+    async def served(self, plural: str) -> bool:
+        """Whether the API server serves this kubepay resource type (its CRD is installed)."""
+        resources = await self._call(self._custom.get_api_resources(GROUP, VERSION))
+        return any(r.name == plural for r in (getattr(resources, "resources", None) or []))
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded; NotFound if it does not exist (yet)."""
+        secret = await self._call(self._core.read_namespaced_secret(name, namespace))
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
     async def ping(self) -> None:
         """Discovery of kubepay's API group: proves the API server answers and the CRDs are installed."""

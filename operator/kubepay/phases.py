@@ -76,24 +76,31 @@ class Observation:
     failure: dict[str, str] | None
     event_id: str | None = None
     payment_method: str | None = None
+    amount_refunded: int | None = None
+    amount_capturable: int | None = None
 
 
 def supersedes(current: dict[str, Any], new: Observation) -> bool:
     """Whether `new` may replace the state recorded in `current` (a status dict) without going backwards."""
     phase_raw = current.get("phase")
-    if not phase_raw:
+    if not phase_raw or not (current.get("stripe") or {}).get("paymentIntentId"):
         return True
     phase = Phase(phase_raw)
     last_created = int((current.get("stripe") or {}).get("lastEventCreated") or 0)
-    if new.phase in FINAL and phase in FINAL:
-        return RANK[new.phase] > RANK[phase] and new.phase not in (Phase.SUCCEEDED, Phase.CANCELED)
     if phase in FINAL:
-        return False
+        # Only refunds move a final payment, and refunded amounts only grow.
+        refunded = int(current.get("amountRefunded") or 0)
+        return new.amount_refunded is not None and new.amount_refunded > refunded and new.phase in (
+            Phase.PARTIALLY_REFUNDED, Phase.REFUNDED)
     if new.created > last_created:
         return True
     if new.created == last_created:
         return RANK[new.phase] > RANK[phase]
     return False
+
+
+def refund_phase(amount_refunded: int, amount_received: int) -> Phase:
+    return Phase.REFUNDED if amount_received and amount_refunded >= amount_received else Phase.PARTIALLY_REFUNDED
 
 
 def _failure(error: dict[str, Any] | None) -> dict[str, str] | None:
@@ -108,19 +115,47 @@ def _failure(error: dict[str, Any] | None) -> dict[str, str] | None:
 
 
 def observe_intent(intent: dict[str, Any], created: int, event_id: str | None = None) -> Observation:
-    """Turn a Stripe PaymentIntent object (a plain dict) into an Observation at time `created`."""
+    """Turn a Stripe PaymentIntent object (a plain dict) into an Observation at time `created`.
+
+    With `latest_charge` expanded, refunds show: a succeeded intent with refunds is (Partially)Refunded.
+    """
     error = intent.get("last_payment_error")
     payment_method = intent.get("payment_method")
     if isinstance(payment_method, dict):
         payment_method = payment_method.get("id")
+    received = int(intent.get("amount_received") or 0)
+    phase = from_stripe(str(intent.get("status")), bool(error))
+    charge = intent.get("latest_charge")
+    refunded = int(charge.get("amount_refunded") or 0) if isinstance(charge, dict) else None
+    if phase is Phase.SUCCEEDED and refunded:
+        phase = refund_phase(refunded, received)
     return Observation(
-        phase=from_stripe(str(intent.get("status")), bool(error)),
+        phase=phase,
         stripe_status=str(intent.get("status")),
         created=created,
         payment_intent_id=str(intent["id"]),
         livemode=bool(intent.get("livemode", False)),
-        amount_received=int(intent.get("amount_received") or 0),
+        amount_received=received,
         failure=_failure(error),
         event_id=event_id,
         payment_method=str(payment_method) if payment_method else None,
+        amount_refunded=refunded,
+        amount_capturable=int(intent["amount_capturable"]) if intent.get("amount_capturable") is not None else None,
+    )
+
+
+def observe_refunded_charge(charge: dict[str, Any], created: int, event_id: str | None) -> Observation:
+    """A charge.refunded event: the intent succeeded, and this much of it went back."""
+    received = int(charge.get("amount_captured") or charge.get("amount") or 0)
+    refunded = int(charge.get("amount_refunded") or 0)
+    return Observation(
+        phase=refund_phase(refunded, received),
+        stripe_status="succeeded",
+        created=created,
+        payment_intent_id=str(charge.get("payment_intent")),
+        livemode=bool(charge.get("livemode", False)),
+        amount_received=received,
+        failure=None,
+        event_id=event_id,
+        amount_refunded=refunded,
     )

@@ -1,8 +1,13 @@
-"""Write what Stripe reported into a PaymentIntent's status without ever moving it backwards."""
+"""Write what Stripe reported into a resource's status without ever moving it backwards.
+
+Every write carries the resourceVersion it was computed from: if anyone wrote in between, the API
+server answers 409 and the patch is recomputed from the fresh object.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubepay.conditions import now_iso, set_condition
@@ -12,6 +17,28 @@ from kubepay.phases import Observation, Phase, supersedes
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 10
+
+# Computes a status merge patch from the current object; None means nothing to write.
+PatchFn = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+async def write_status(kube: KubeClient, plural: str, namespace: str, name: str, uid: str | None,
+                       compute: PatchFn) -> dict[str, Any] | None:
+    """Read, compute, write with a precondition; retry on conflicts. Returns the patch written, if any."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        body = await kube.get_custom(plural, namespace, name)
+        if uid is not None and body["metadata"].get("uid") != uid:
+            log.info("update for a replaced %s ignored: %s/%s", plural, namespace, name)
+            return None
+        patch = compute(body)
+        if not patch:
+            return None
+        try:
+            await kube.patch_status(plural, namespace, name, patch, body["metadata"].get("resourceVersion"))
+        except Conflict:
+            continue
+        return patch
+    raise Conflict(f"status of {namespace}/{name} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
 
 
 def ready_condition(status: dict[str, Any], phase: Phase, generation: int | None) -> list[dict[str, Any]]:
@@ -27,7 +54,7 @@ def observation_status(current: dict[str, Any], obs: Observation, generation: in
         "paymentIntentId": obs.payment_intent_id,
         "status": obs.stripe_status,
         "livemode": obs.livemode,
-        "lastEventCreated": obs.created,
+        "lastEventCreated": max(obs.created, int((current.get("stripe") or {}).get("lastEventCreated") or 0)),
         "lastSyncedAt": now_iso(),
     }
     if obs.event_id:
@@ -40,6 +67,10 @@ def observation_status(current: dict[str, Any], obs: Observation, generation: in
         "amountReceived": obs.amount_received,
         "failure": obs.failure,
     }
+    if obs.amount_refunded is not None:
+        patch["amountRefunded"] = obs.amount_refunded
+    if obs.amount_capturable is not None:
+        patch["amountCapturable"] = obs.amount_capturable
     merged = {**current, **patch, "stripe": {**(current.get("stripe") or {}), **stripe_block}}
     patch["conditions"] = ready_condition(merged, obs.phase, generation)
     return patch
@@ -53,27 +84,20 @@ async def apply_observation(
     obs: Observation,
     always: dict[str, Any] | None = None,
 ) -> bool:
-    """Apply `obs` if it is newer than what status holds, plus the `always` fields; retry on conflicts.
+    """Apply `obs` to a PaymentIntent if it is newer than what status holds, plus the `always` fields.
 
     Returns whether the observation itself was applied.
     """
-    for _ in range(MAX_CONFLICT_RETRIES):
-        body = await kube.get_custom(PAYMENT_INTENTS, namespace, name)
-        if uid is not None and body["metadata"].get("uid") != uid:
-            log.info("observation for a replaced resource ignored: %s/%s", namespace, name)
-            return False
+    applied = False
+
+    def compute(body: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal applied
         current: dict[str, Any] = body.get("status") or {}
-        applies = supersedes(current, obs)
         patch: dict[str, Any] = dict(always or {})
-        if applies:
+        applied = supersedes(current, obs)
+        if applied:
             patch.update(observation_status({**current, **patch}, obs, body["metadata"].get("generation")))
-        if not patch:
-            return False
-        try:
-            await kube.patch_status(
-                PAYMENT_INTENTS, namespace, name, patch, body["metadata"].get("resourceVersion")
-            )
-        except Conflict:
-            continue
-        return applies
-    raise Conflict(f"status of {namespace}/{name} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
+        return patch or None
+
+    await write_status(kube, PAYMENT_INTENTS, namespace, name, uid, compute)
+    return applied

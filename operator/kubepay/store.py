@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,8 @@ class PaymentRow:
     resource_namespace: str
     resource_name: str
     resource_uid: str
+    created_at: datetime | None = None  # read back from the row; never written by upsert_payment
+    updated_at: datetime | None = None
 
 
 _UPSERT = """
@@ -51,6 +54,32 @@ WHERE (payments.amount, payments.user_id, payments.status, payments.payment_meth
       (EXCLUDED.amount, EXCLUDED.user_id, EXCLUDED.status,
        COALESCE(EXCLUDED.payment_method, payments.payment_method), EXCLUDED.provider_payment_id,
        EXCLUDED.amount_received, EXCLUDED.amount_refunded, EXCLUDED.failure_code, EXCLUDED.failure_reason)
+"""
+
+@dataclass(frozen=True)
+class RefundRow:
+    id: uuid.UUID
+    payment_id: uuid.UUID
+    amount: int
+    currency: str
+    reason: str | None
+    status: str
+    provider_refund_id: str | None
+    failure_reason: str | None
+    resource_namespace: str
+    resource_name: str
+    resource_uid: str
+
+
+_UPSERT_REFUND = """
+INSERT INTO refunds (id, payment_id, amount, currency, reason, status, provider_refund_id, failure_reason,
+                     resource_namespace, resource_name, resource_uid)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (resource_uid) DO UPDATE SET
+    status = EXCLUDED.status, amount = EXCLUDED.amount, provider_refund_id = EXCLUDED.provider_refund_id,
+    failure_reason = EXCLUDED.failure_reason, updated_at = now()
+WHERE (refunds.status, refunds.amount, refunds.provider_refund_id, refunds.failure_reason)
+  IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.amount, EXCLUDED.provider_refund_id, EXCLUDED.failure_reason)
 """
 
 _RECORD_EVENT = """
@@ -102,6 +131,33 @@ class Store:
             f"SELECT {', '.join(PaymentRow.__dataclass_fields__)} FROM payments WHERE id = $1", payment_id
         )
         return PaymentRow(**dict(rows[0])) if rows else None
+
+    async def find_by_order(self, order_id: str) -> list[PaymentRow]:
+        """Every payment of one order (usually one), oldest first."""
+        rows = await self._execute(
+            f"SELECT {', '.join(PaymentRow.__dataclass_fields__)} FROM payments WHERE order_id = $1 "
+            "ORDER BY created_at, id",
+            order_id,
+        )
+        return [PaymentRow(**dict(row)) for row in rows]
+
+    async def upsert_refund(self, row: RefundRow) -> None:
+        await self._execute(
+            _UPSERT_REFUND, row.id, row.payment_id, row.amount, row.currency, row.reason, row.status,
+            row.provider_refund_id, row.failure_reason, row.resource_namespace, row.resource_name, row.resource_uid,
+        )
+
+    async def find_resource_by_intent(self, provider_payment_id: str) -> tuple[str, str, str] | None:
+        """(namespace, name, uid) of the PaymentIntent resource mirrored for a Stripe intent id."""
+        rows = await self._execute(
+            "SELECT resource_namespace, resource_name, resource_uid FROM payments WHERE provider_payment_id = $1",
+            provider_payment_id,
+        )
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    async def latest_event_created(self) -> int | None:
+        rows = await self._execute("SELECT max(stripe_created) FROM payment_events")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def record_event(self, event: dict[str, Any], provider_payment_id: str | None) -> bool:
         """Insert the event into the ledger; False if it was there already (a redelivery)."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -95,8 +96,29 @@ class StripeGateway:
         return intent.to_dict()
 
     async def retrieve_intent(self, intent_id: str) -> dict[str, Any]:
+        """With the latest charge expanded, so refunds are visible."""
         intent = await self._call(
-            "retrieve_intent", lambda: self._client.v1.payment_intents.retrieve_async(intent_id)
+            "retrieve_intent",
+            lambda: self._client.v1.payment_intents.retrieve_async(intent_id, {"expand": ["latest_charge"]}),
+        )
+        return intent.to_dict()
+
+    async def update_intent(self, intent_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        intent = await self._call(
+            "update_intent",
+            lambda: self._client.v1.payment_intents.update_async(
+                intent_id, params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
+            ),
+        )
+        return intent.to_dict()
+
+    async def capture_intent(self, intent_id: str, amount: int | None, idempotency_key: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"amount_to_capture": amount} if amount else {}
+        intent = await self._call(
+            "capture_intent",
+            lambda: self._client.v1.payment_intents.capture_async(
+                intent_id, params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
+            ),
         )
         return intent.to_dict()
 
@@ -108,3 +130,31 @@ class StripeGateway:
             ),
         )
         return intent.to_dict()
+
+    async def create_refund(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        refund = await self._call(
+            "create_refund",
+            lambda: self._client.v1.refunds.create_async(
+                params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
+            ),
+        )
+        return refund.to_dict()
+
+    async def retrieve_refund(self, refund_id: str) -> dict[str, Any]:
+        refund = await self._call("retrieve_refund", lambda: self._client.v1.refunds.retrieve_async(refund_id))
+        return refund.to_dict()
+
+    async def events_since(self, created_gte: int, types: frozenset[str]) -> AsyncIterator[dict[str, Any]]:
+        """Stripe's Events API, newest first, filtered here by type; callers must not depend on order."""
+        starting_after: str | None = None
+        while True:
+            params: dict[str, Any] = {"created": {"gte": created_gte}, "limit": 100}
+            if starting_after:
+                params["starting_after"] = starting_after
+            page = await self._call("list_events", functools.partial(self._client.v1.events.list_async, params))  # type: ignore[arg-type]
+            for event in page.data:
+                if event.type in types:
+                    yield event.to_dict()
+            if not page.has_more or not page.data:
+                return
+            starting_after = page.data[-1].id

@@ -391,3 +391,249 @@ async def test_stop_leaves_no_process() -> None:
     await fake.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def _succeeded(client: stripe.StripeClient, **extra: Any) -> stripe.PaymentIntent:
+    intent = await client.v1.payment_intents.create_async(params(**extra))
+    return await client.v1.payment_intents.confirm_async(intent.id, {"payment_method": TEST_CARDS["success"]})
+
+
+async def test_amount_update_outside_updatable_statuses_is_refused(client: stripe.StripeClient) -> None:
+    intent = await _succeeded(client)
+    for change in ({"amount": 1500}, {"currency": "eur"}):
+        with pytest.raises(stripe.InvalidRequestError) as info:
+            await client.v1.payment_intents.update_async(intent.id, cast(Any, change))
+        assert info.value.http_status == 400
+        assert info.value.code == "payment_intent_unexpected_state"
+        assert info.value.error is not None
+        assert info.value.error.type == "invalid_request_error"
+        assert "because it has a status of succeeded" in str(info.value)
+    unchanged = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert (unchanged.amount, unchanged.currency, unchanged.amount_received) == (1200, "usd", 1200)
+
+    # Metadata and description stay updatable in any status, as in Stripe.
+    updated = await client.v1.payment_intents.update_async(
+        intent.id, {"metadata": {"note": "shipped"}, "description": "Order 1111 (shipped)"}
+    )
+    assert updated.metadata.to_dict() == {"order_id": "1111", "note": "shipped"}
+    assert updated.description == "Order 1111 (shipped)"
+
+    # Refused for canceled and requires_capture intents too; allowed before confirmation.
+    canceled = await client.v1.payment_intents.create_async(params())
+    await client.v1.payment_intents.cancel_async(canceled.id)
+    with pytest.raises(stripe.InvalidRequestError, match="status of canceled"):
+        await client.v1.payment_intents.update_async(canceled.id, {"amount": 1500})
+    manual = await _succeeded(client, capture_method="manual")
+    assert manual.status == "requires_capture"
+    with pytest.raises(stripe.InvalidRequestError, match="status of requires_capture"):
+        await client.v1.payment_intents.update_async(manual.id, {"amount": 1500})
+    fresh = await client.v1.payment_intents.create_async(params())
+    assert (await client.v1.payment_intents.update_async(fresh.id, {"amount": 1500})).amount == 1500
+
+
+async def test_partial_capture_receives_only_the_captured_amount(client: stripe.StripeClient) -> None:
+    intent = await _succeeded(client, capture_method="manual")
+    assert (intent.status, intent.amount_capturable, intent.amount_received) == ("requires_capture", 1200, 0)
+
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        await client.v1.payment_intents.capture_async(intent.id, {"amount_to_capture": 1201})
+    assert (info.value.http_status, info.value.code) == (400, "amount_too_large")
+    assert (await client.v1.payment_intents.retrieve_async(intent.id)).status == "requires_capture"
+
+    captured = await client.v1.payment_intents.capture_async(
+        intent.id, {"amount_to_capture": 700, "expand": ["latest_charge"]}
+    )
+    assert (captured.status, captured.amount_received, captured.amount_capturable) == ("succeeded", 700, 0)
+    charge = cast(Any, captured.latest_charge).to_dict()
+    assert (charge["amount"], charge["amount_captured"], charge["amount_refunded"]) == (1200, 700, 0)
+    assert (charge["captured"], charge["refunded"]) == (True, False)
+
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        await client.v1.payment_intents.capture_async(intent.id)
+    assert again.value.code == "payment_intent_unexpected_state"
+
+    with pytest.raises(stripe.InvalidRequestError) as over:
+        await client.v1.refunds.create_async({"payment_intent": intent.id, "amount": 701})
+    assert "Refund amount (701) is greater than unrefunded amount on charge (700)" in str(over.value)
+    refund = await client.v1.refunds.create_async({"payment_intent": intent.id})  # the rest: the captured amount
+    assert refund.amount == 700
+    after = await client.v1.payment_intents.retrieve_async(intent.id, {"expand": ["latest_charge"]})
+    charge = cast(Any, after.latest_charge).to_dict()
+    assert (charge["amount_refunded"], charge["refunded"]) == (700, True)
+
+
+async def test_full_capture_without_amount(client: stripe.StripeClient) -> None:
+    intent = await _succeeded(client, capture_method="manual")
+    captured = await client.v1.payment_intents.capture_async(intent.id)
+    assert (captured.status, captured.amount_received, captured.amount_capturable) == ("succeeded", 1200, 0)
+
+
+async def test_refunds_show_on_the_expanded_latest_charge(client: stripe.StripeClient) -> None:
+    intent = await _succeeded(client)
+    plain = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert isinstance(plain.latest_charge, str)  # an id unless expanded, as in Stripe
+    assert plain.latest_charge.startswith("ch_")
+
+    await client.v1.refunds.create_async({"payment_intent": intent.id, "amount": 500})
+    partly = await client.v1.payment_intents.retrieve_async(intent.id, {"expand": ["latest_charge"]})
+    charge = cast(Any, partly.latest_charge).to_dict()
+    assert (charge["id"], charge["amount_refunded"], charge["refunded"]) == (plain.latest_charge, 500, False)
+    assert partly.status == "succeeded"
+
+    await client.v1.refunds.create_async({"payment_intent": intent.id, "amount": 700})
+    fully = await client.v1.payment_intents.retrieve_async(intent.id, {"expand": ["latest_charge"]})
+    charge = cast(Any, fully.latest_charge).to_dict()
+    assert (charge["amount_refunded"], charge["refunded"], charge["amount_captured"]) == (1200, True, 1200)
+    with pytest.raises(stripe.InvalidRequestError, match="already been refunded"):
+        await client.v1.refunds.create_async({"payment_intent": intent.id, "amount": 1})
+
+    listed = await client.v1.payment_intents.list_async({"expand": ["data.latest_charge"]})
+    assert cast(Any, listed.data[0].latest_charge).to_dict()["amount_refunded"] == 1200
+
+
+async def _events(client: stripe.StripeClient, **query: Any) -> list[stripe.Event]:
+    listed = await client.v1.events.list_async(cast(Any, query))
+    return list(listed.data)
+
+
+async def test_payment_intent_transitions_are_events(client: stripe.StripeClient) -> None:
+    since = int(time.time())
+    succeeded = await _succeeded(client)
+    failed = await client.v1.payment_intents.create_async(params())
+    with pytest.raises(stripe.CardError):
+        await client.v1.payment_intents.confirm_async(failed.id, {"payment_method": TEST_CARDS["decline"]})
+    canceled = await client.v1.payment_intents.create_async(params())
+    await client.v1.payment_intents.cancel_async(canceled.id, {"cancellation_reason": "abandoned"})
+    manual = await _succeeded(client, capture_method="manual")
+
+    expected = {
+        "payment_intent.succeeded": (succeeded.id, "succeeded"),
+        "payment_intent.payment_failed": (failed.id, "requires_payment_method"),
+        "payment_intent.canceled": (canceled.id, "canceled"),
+        "payment_intent.amount_capturable_updated": (manual.id, "requires_capture"),
+    }
+    for event_type, (intent_id, status) in expected.items():
+        events = await _events(client, type=event_type, created={"gte": since})
+        assert [e.data.object["id"] for e in events] == [intent_id], event_type
+        event = events[0]
+        assert (event.object, event.type, event.data.object["status"]) == ("event", event_type, status)
+        assert event.data.object["object"] == "payment_intent"
+        assert event.created >= since
+        assert (await client.v1.events.retrieve_async(event.id)).type == event_type
+    failure = (await _events(client, type="payment_intent.payment_failed"))[0].data.object
+    assert failure["last_payment_error"]["code"] == "card_declined"
+    capturable = (await _events(client, type="payment_intent.amount_capturable_updated"))[0].data.object
+    assert capturable["amount_capturable"] == 1200
+    assert capturable["metadata"].to_dict() == {"order_id": "1111"}
+
+    captured = await client.v1.payment_intents.capture_async(manual.id, {"amount_to_capture": 1000})
+    latest = (await _events(client, type="payment_intent.succeeded"))[0].data.object
+    assert (latest["id"], latest["amount_received"]) == (captured.id, 1000)
+    assert await _events(client, created={"gte": int(time.time()) + 60}) == []
+
+
+async def test_refunds_are_events(client: stripe.StripeClient) -> None:
+    intent = await _succeeded(client)
+    first = await client.v1.refunds.create_async(
+        {"payment_intent": intent.id, "amount": 200, "metadata": {"refund_uid": "r-1"}}
+    )
+    await client.v1.refunds.create_async({"payment_intent": intent.id, "reason": "requested_by_customer"})
+
+    charges = [e.data.object for e in await _events(client, type="charge.refunded")]
+    assert [(c["payment_intent"], c["amount_refunded"], c["refunded"]) for c in charges] == [
+        (intent.id, 1200, True),  # newest first, cumulative
+        (intent.id, 200, False),
+    ]
+    assert all(c["object"] == "charge" for c in charges)
+    refunds = [e.data.object for e in await _events(client, type="refund.created")]
+    assert [(r["amount"], r["payment_intent"], r["status"]) for r in refunds] == [
+        (1000, intent.id, "succeeded"),
+        (200, intent.id, "succeeded"),
+    ]
+    assert refunds[1]["id"] == first.id
+    assert refunds[1]["metadata"].to_dict() == {"refund_uid": "r-1"}
+    assert refunds[0]["reason"] == "requested_by_customer"
+
+    # A refund made by charge id carries the intent too.
+    other = await _succeeded(client)
+    assert isinstance(other.latest_charge, str)
+    by_charge = await client.v1.refunds.create_async({"charge": other.latest_charge, "amount": 100})
+    assert by_charge.payment_intent == other.id
+
+
+async def test_events_paginate_newest_first(client: stripe.StripeClient) -> None:
+    intents = [await _succeeded(client) for _ in range(3)]
+    seen: list[str] = []
+    starting_after: str | None = None
+    pages = 0
+    while True:
+        query: dict[str, Any] = {"type": "payment_intent.succeeded", "limit": 2}
+        if starting_after is not None:
+            query["starting_after"] = starting_after
+        page = await client.v1.events.list_async(cast(Any, query))
+        pages += 1
+        seen += [e.data.object["id"] for e in page.data]
+        if not page.has_more:
+            break
+        starting_after = page.data[-1].id
+    assert pages == 2
+    assert seen == [intent.id for intent in reversed(intents)]
+
+    everything = await _events(client, limit=100)
+    assert [e.created for e in everything] == sorted((e.created for e in everything), reverse=True)
+    wildcard = {e.type for e in await _events(client, type="payment_intent.*", limit=100)}
+    assert wildcard == {"payment_intent.created", "payment_intent.succeeded"}
+    iterated = [e.id async for e in (await client.v1.events.list_async({"limit": 1})).auto_paging_iter()]
+    assert iterated == [e.id for e in everything]
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.events.list_async({"limit": 101})
+
+
+async def test_new_events_reach_registered_webhooks(fake: StripeFake, client: stripe.StripeClient) -> None:
+    secret = "whsec_kubepay_refunds"
+    received: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
+
+    async def receive(request: web.Request) -> web.Response:
+        await received.put((await request.read(), request.headers.get("Stripe-Signature", "")))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/webhook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        wanted = ["charge.refunded", "refund.created", "payment_intent.canceled"]
+        await fake.register_webhook(f"http://127.0.0.1:{port}/webhook", secret, wanted)
+        intent = await _succeeded(client)
+        await client.v1.refunds.create_async({"payment_intent": intent.id})
+        other = await client.v1.payment_intents.create_async(params())
+        await client.v1.payment_intents.cancel_async(other.id)
+        types = set()
+        for _ in wanted:
+            payload, signature = await asyncio.wait_for(received.get(), DEADLINE)
+            types.add(stripe.Webhook.construct_event(payload, signature, secret).type)
+        assert types == set(wanted)
+    finally:
+        await runner.cleanup()
+
+
+async def test_failed_three_d_secure_authentication_is_a_payment_failed_event(client: stripe.StripeClient) -> None:
+    card = {"number": TEST_CARDS["three_d_secure_number"], "exp_month": 12, "exp_year": 2034, "cvc": "123"}
+    method = await client.v1.payment_methods.create_async(
+        cast(PaymentMethodCreateParams, {"type": "card", "card": card})
+    )
+    intent = await client.v1.payment_intents.create_async(params(payment_method=method.id, confirm=True))
+    assert intent.client_secret is not None
+    await client.raw_request_async(
+        "post",
+        f"/v1/payment_intents/{intent.id}/_authenticate",
+        client_secret=intent.client_secret,
+        success="false",
+    )
+    events = await _events(client, type="payment_intent.payment_failed")
+    assert [e.data.object["id"] for e in events] == [intent.id]
+    failed = events[0].data.object
+    assert failed["status"] == "requires_payment_method"
+    assert failed["last_payment_error"]["code"] == "payment_intent_authentication_failure"

@@ -9,8 +9,12 @@ def _obs(phase: Phase, created: int) -> Observation:
     return Observation(phase, "x", created, "pi_1", False, 0, None)
 
 
+def _refund(phase: Phase, refunded: int) -> Observation:
+    return Observation(phase, "succeeded", 5, "pi_1", False, 1000, None, amount_refunded=refunded)
+
+
 def _status(phase: Phase, created: int) -> dict[str, Any]:
-    return {"phase": phase.value, "stripe": {"lastEventCreated": created}}
+    return {"phase": phase.value, "stripe": {"paymentIntentId": "pi_1", "lastEventCreated": created}}
 
 
 @pytest.mark.parametrize(("current", "new", "expected"), [
@@ -22,8 +26,10 @@ def _status(phase: Phase, created: int) -> dict[str, Any]:
     (_status(Phase.SUCCEEDED, 10), _obs(Phase.FAILED, 20), False),    # succeeded is final
     (_status(Phase.CANCELED, 10), _obs(Phase.SUCCEEDED, 20), False),  # canceled is final
     (_status(Phase.SUCCEEDED, 10), _obs(Phase.CANCELED, 20), False),
-    (_status(Phase.SUCCEEDED, 10), _obs(Phase.PARTIALLY_REFUNDED, 20), True),
-    (_status(Phase.REFUNDED, 10), _obs(Phase.PARTIALLY_REFUNDED, 20), False),
+    (_status(Phase.SUCCEEDED, 10), _refund(Phase.PARTIALLY_REFUNDED, 300), True),
+    ({**_status(Phase.PARTIALLY_REFUNDED, 10), "amountRefunded": 300}, _refund(Phase.PARTIALLY_REFUNDED, 300), False),
+    ({**_status(Phase.PARTIALLY_REFUNDED, 10), "amountRefunded": 300}, _refund(Phase.REFUNDED, 1000), True),
+    ({**_status(Phase.REFUNDED, 10), "amountRefunded": 1000}, _refund(Phase.PARTIALLY_REFUNDED, 300), False),
     (_status(Phase.PROCESSING, 10), _obs(Phase.PROCESSING, 10), False),  # a duplicate changes nothing
 ])
 def test_status_never_moves_backwards(current: dict[str, Any] | None, new: Observation, expected: bool) -> None:

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kubepay import metrics
+from kubepay import metrics, stripe_events
 from kubepay.kube_client import Conflict, KubeClient, KubeUnavailable
 from kubepay.store import Store, StoreUnavailable
 from kubepay_webhook import receiver
@@ -36,13 +36,13 @@ async def webhook(request: web.Request) -> web.Response:
             metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
             return _error(400, str(exc))
         try:
-            outcome = await receiver.handle(event, request.app[STORE], request.app[KUBE])
+            outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE])
         except (StoreUnavailable, KubeUnavailable, Conflict) as exc:
             log.warning("webhook %s deferred: %s", event["id"], exc)
             metrics.WEBHOOK_EVENTS.labels(event["type"], "unavailable").inc()
             return _error(503, "temporarily unable to process the event; Stripe will retry")
-        log.info("webhook %s %s: %s", event["id"], event["type"], outcome.outcome)
-        return web.json_response({"received": True, "outcome": outcome.outcome}, status=outcome.status)
+        log.info("webhook %s %s: %s", event["id"], event["type"], outcome)
+        return web.json_response({"received": True, "outcome": outcome})
 
 
 async def healthz(_: web.Request) -> web.Response:

@@ -23,6 +23,20 @@ runs as its own process (``python -m kubepay.sandbox.localstripe_launcher --port
   (``amount_too_large``), an amount below 1 or not an integer (``parameter_invalid_integer``) and a
   missing or empty amount/currency (``parameter_missing``/``parameter_invalid_empty``). Nothing is
   created. The currency is stored lowercased, as Stripe does.
+* PaymentIntent update of anything but ``metadata``/``description``/``receipt_email`` outside
+  requires_payment_method/requires_confirmation/requires_action is a 400 ``payment_intent_unexpected_state``.
+* Captures as in current API versions: ``amount_to_capture`` <= ``amount_capturable`` (else 400
+  ``amount_too_large``), only in requires_capture; ``amount_received`` and the charge's ``amount_captured`` are
+  the captured amount, the rest is released (no refund, ``amount_refunded`` stays 0) and refunds are limited to
+  the captured amount (a refund without ``amount`` refunds what is left of it). Charges get ``amount_captured``;
+  ``refunded`` is true once the captured amount went back.
+* ``latest_charge`` is an id unless expanded (``expand[]=latest_charge``), in responses and in events.
+* Events (``GET /v1/events`` and registered webhooks): localstripe's ``payment_intent.succeeded`` and
+  ``payment_intent.payment_failed`` plus ``payment_intent.created``, ``payment_intent.canceled``,
+  ``payment_intent.amount_capturable_updated``, ``payment_intent.payment_failed`` after a failed 3-D Secure
+  authentication, ``charge.refunded`` and ``refund.created`` (refunds carry ``payment_intent`` even when made by
+  charge id). Listed newest first as in Stripe, with ``starting_after`` paging to older events, ``type`` (with a
+  ``*`` wildcard) or ``types[]``, ``created`` ranges and ``limit`` 1..100.
 * Fault controls and a request log on private routes under ``/_kubepay/`` (not Stripe's API).
 * No disk persistence (localstripe shares /tmp/localstripe.pickle between runs otherwise).
 """
@@ -523,6 +537,9 @@ def _integer(value: Any) -> int | None:
     return None
 
 
+# Stripe refuses most PaymentIntent updates outside these statuses; these parameters it takes in any status.
+UPDATABLE_STATUSES = ("requires_payment_method", "requires_confirmation", "requires_action")
+UPDATABLE_IN_ANY_STATUS = frozenset({"metadata", "description", "receipt_email"})
 CANCELLATION_REASONS = {"duplicate", "fraudulent", "requested_by_customer", "abandoned"}
 REFUND_REASONS = {"duplicate", "fraudulent", "requested_by_customer"}
 DECLINE_CODE = "generic_decline"
@@ -574,9 +591,7 @@ def _patch_localstripe() -> None:
 
     def amount_received(self: Any) -> int:
         charge = self.latest_charge
-        if charge is not None and charge.status == "succeeded" and charge.captured:
-            return int(charge.amount)
-        return 0
+        return int(charge.amount_captured) if charge is not None else 0
 
     def amount_capturable(self: Any) -> int:
         return int(self.latest_charge.amount) if self.status == "requires_capture" else 0
@@ -630,6 +645,18 @@ def _patch_localstripe() -> None:
     original_update = payment_intent._api_update
 
     def update(id: Any = None, **data: Any) -> Any:
+        guarded = sorted(key for key in data if key not in UPDATABLE_IN_ANY_STATUS)
+        if guarded:
+            obj = payment_intent._api_retrieve(id)
+            if obj.status not in UPDATABLE_STATUSES:
+                raise UserError(
+                    400,
+                    f"You cannot update this PaymentIntent because it has a status of {obj.status}. You may only "
+                    f"update the {', '.join(guarded)} of a PaymentIntent with one of the following statuses: "
+                    + ", ".join(UPDATABLE_STATUSES)
+                    + ".",
+                    {"code": "payment_intent_unexpected_state", "param": guarded[0]},
+                )
         if "amount" in data or "currency" in data:
             obj = payment_intent._api_retrieve(id)
             amount, currency = data.get("amount", obj.amount), data.get("currency", obj.currency)
@@ -669,6 +696,7 @@ def _patch_localstripe() -> None:
         obj = original_cancel(id, **kwargs)
         obj.cancellation_reason = cancellation_reason
         obj.canceled_at = int(time.time())
+        _emit("payment_intent.canceled", obj)
         return obj
 
     original_refund_init = refund.__init__
@@ -676,24 +704,210 @@ def _patch_localstripe() -> None:
     def refund_init(self: Any, *args: Any, reason: Any = None, **kwargs: Any) -> None:
         if reason is not None and reason not in REFUND_REASONS:
             raise UserError(400, "Invalid reason", {"param": "reason"})
-        _check_refundable(resources, UserError, kwargs)
+        left = _check_refundable(resources, UserError, kwargs)
+        if kwargs.get("amount") is None and left is not None:
+            kwargs["amount"] = left  # Stripe refunds what is left of the captured amount, not the authorised one
         original_refund_init(self, *args, **kwargs)
         self.reason = reason
+        charge = resources.Charge._api_retrieve(self.charge)
+        if self.payment_intent is None:
+            self.payment_intent = charge.payment_intent  # Stripe fills it in for refunds made by charge id
+        _emit("refund.created", self)
+        _emit("charge.refunded", charge)
 
     refund.__init__ = refund_init
 
-    _override_routes(confirm, cancel)
+    _patch_charge(resources, UserError)
+    _patch_events(resources, UserError)
+
+    original_create_charge = payment_intent._create_charge
+
+    def create_charge(self: Any, on_failure_now: Any) -> None:
+        original_create_charge(self, on_failure_now)
+        if self.status == "requires_capture":
+            _emit("payment_intent.amount_capturable_updated", self)
+
+    payment_intent._create_charge = create_charge
+
+    original_authenticate = payment_intent._api_authenticate
+
+    def authenticate(**kwargs: Any) -> Any:
+        obj = original_authenticate(**kwargs)
+        if obj._authentication_failed:
+            _emit("payment_intent.payment_failed", obj)
+        return obj
+
+    def capture(id: Any = None, amount_to_capture: Any = None, **kwargs: Any) -> Any:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        obj = payment_intent._api_retrieve(id)
+        if obj.status != "requires_capture":
+            raise UserError(
+                400,
+                f"This PaymentIntent could not be captured because it has a status of {obj.status}. Only a "
+                "PaymentIntent with one of the following statuses may be captured: requires_capture.",
+                {"code": "payment_intent_unexpected_state"},
+            )
+        capturable = int(obj.amount_capturable)
+        amount = capturable if amount_to_capture is None else _integer(amount_to_capture)
+        if amount is None or amount < 1:
+            raise UserError(
+                400,
+                f"Invalid integer: {amount_to_capture}"
+                if amount is None
+                else "This value must be greater than or equal to 1.",
+                {"code": "parameter_invalid_integer", "param": "amount_to_capture"},
+            )
+        if amount > capturable:
+            raise UserError(
+                400,
+                f"The amount_to_capture ({amount}) is greater than the amount_capturable ({capturable}) of this "
+                "PaymentIntent.",
+                {"code": "amount_too_large", "param": "amount_to_capture"},
+            )
+        obj.latest_charge._capture(amount, on_success=obj._on_success)
+        return obj
+
+    original_export = payment_intent._export
+
+    def export(self: Any, expand: Any = None) -> dict[str, Any]:
+        exported: dict[str, Any] = original_export(self, expand=expand)
+        charge = exported.get("latest_charge")
+        paths = expand if isinstance(expand, list) else []
+        expanded = any(path == "latest_charge" or str(path).startswith("latest_charge.") for path in paths)
+        if isinstance(charge, dict) and not expanded:
+            exported["latest_charge"] = charge["id"]  # an id unless expanded, as in Stripe
+        return exported
+
+    payment_intent._export = export
+
+    original_created_init = payment_intent.__init__
+
+    def created_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_created_init(self, *args, **kwargs)
+        _emit("payment_intent.created", self)
+
+    payment_intent.__init__ = created_init
+
+    _override_routes(
+        {
+            "/v1/payment_intents/{id}/confirm": confirm,
+            "/v1/payment_intents/{id}/cancel": cancel,
+            "/v1/payment_intents/{id}/capture": capture,
+            "/v1/payment_intents/{id}/_authenticate": authenticate,
+        }
+    )
 
 
-def _check_refundable(resources: Any, user_error: Any, params: dict[str, Any]) -> None:
-    """Stripe refuses to refund what was not charged, or more than is left; localstripe does not."""
+def _emit(event_type: str, obj: Any) -> None:
+    """Record a Stripe event (listed by ``GET /v1/events``) and deliver it to registered webhooks ~1 s later."""
+    from localstripe import resources
+
+    _schedule_webhook(resources.Event(event_type, obj))
+
+
+def _patch_charge(resources: Any, user_error: Any) -> None:
+    """Captures as in current Stripe API versions: ``amount_captured``; the uncaptured rest is released,
+    not refunded (``amount_refunded`` stays 0); ``refunded`` once the captured amount went back."""
+    charge: Any = resources.Charge
+
+    def amount_captured(self: Any) -> int:
+        if self.status != "succeeded" or not self.captured:
+            return 0
+        return int(getattr(self, "_kubepay_amount_captured", self.amount))
+
+    def refunded(self: Any) -> bool:
+        captured = amount_captured(self)
+        return captured > 0 and int(self.amount_refunded) >= captured
+
+    def capture(self: Any, amount: Any, on_success: Callable[[], None] | None = None) -> None:
+        number = int(self.amount) if amount is None else _integer(amount)
+        if self.captured or self.status != "succeeded":
+            raise user_error(400, f"Charge {self.id} has already been captured.", {"code": "charge_already_captured"})
+        if number is None or number < 1:
+            raise user_error(
+                400, f"Invalid integer: {amount}", {"code": "parameter_invalid_integer", "param": "amount"}
+            )
+        if number > int(self.amount):
+            raise user_error(
+                400,
+                f"The amount to capture ({number}) is greater than the amount authorized ({self.amount}).",
+                {"code": "amount_too_large", "param": "amount"},
+            )
+
+        def on_success_capture() -> None:
+            self.captured = True
+            self._kubepay_amount_captured = number
+            if self.balance_transaction is not None:
+                resources.BalanceTransaction._api_retrieve(self.balance_transaction).amount = number
+            if on_success is not None:
+                on_success()
+
+        self._trigger_payment(on_success=on_success_capture)
+
+    charge.amount_captured = property(amount_captured)
+    charge.refunded = property(refunded)
+    charge._capture = capture
+
+
+def _patch_events(resources: Any, user_error: Any) -> None:
+    """``GET /v1/events`` as Stripe lists it: newest first (``starting_after`` pages to older events), ``type``
+    with a ``*`` wildcard or ``types[]``, ``created`` ranges and ``limit`` 1..100."""
+    event: Any = resources.Event
+    original_list = event._api_list_all
+
+    def list_events(
+        url: Any,
+        type: Any = None,
+        types: Any = None,
+        limit: Any = None,
+        starting_after: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        number = 10 if limit is None else _integer(limit)
+        if number is None or not 1 <= number <= 100:
+            raise user_error(
+                400,
+                "This value must be less than or equal to 100." if number else f"Invalid integer: {limit}",
+                {"code": "parameter_invalid_integer", "param": "limit"},
+            )
+        if type is not None and types is not None:
+            raise user_error(400, "You may only specify one of these parameters: type, types.", {"param": "types"})
+        patterns = [type] if type is not None else types if isinstance(types, list) else None
+        if patterns is not None and not all(isinstance(p, str) for p in patterns):
+            raise user_error(400, "Invalid type", {"param": "type"})
+        listed = original_list(url, limit=number, **kwargs)
+        kept = {id(e) for e in listed._list}  # after localstripe's ``created`` filters
+        events = list(reversed(original_list(url, limit=number)._list))  # Stripe lists newest first
+        if starting_after is not None:  # a cursor: the events older than that one, filtered or not
+            position = next((i for i, e in enumerate(events) if e.id == starting_after), None)
+            if position is None:
+                raise user_error(404, f"No such event: '{starting_after}'", {"code": "resource_missing"})
+            events = events[position + 1 :]
+        listed._list = [
+            e for e in events if id(e) in kept and (patterns is None or any(_type_matches(p, e.type) for p in patterns))
+        ]
+        return listed
+
+    event._api_list_all = staticmethod(list_events)
+
+
+def _type_matches(pattern: str, event_type: str) -> bool:
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern in ("*", event_type)
+
+
+def _check_refundable(resources: Any, user_error: Any, params: dict[str, Any]) -> int | None:
+    """Stripe refuses to refund what was not charged, or more than is left of the captured amount;
+    localstripe does not. Returns what is left to refund (None when localstripe's checks apply)."""
     charge_id = params.get("charge")
     pi_id = params.get("payment_intent")
     if pi_id is not None and isinstance(pi_id, str):
         pi = resources.PaymentIntent._api_retrieve(pi_id)
         if pi.latest_charge is None or pi.status not in ("succeeded",):
             if pi.status == "requires_payment_method":
-                return  # localstripe's own message: "Cannot refund a failed payment."
+                return None  # localstripe's own message: "Cannot refund a failed payment."
             raise user_error(
                 400,
                 "This PaymentIntent does not have a successful charge to refund.",
@@ -701,10 +915,12 @@ def _check_refundable(resources: Any, user_error: Any, params: dict[str, Any]) -
             )
         charge_id = pi.latest_charge.id
     if not isinstance(charge_id, str):
-        return
+        return None
     charge = resources.Charge._api_retrieve(charge_id)
+    if charge.status != "succeeded":
+        return None  # localstripe's own message: "Cannot refund a failed payment."
     amount = resources.try_convert_to_int(params.get("amount"))
-    left = int(charge.amount) - int(charge.amount_refunded)
+    left = int(charge.amount_captured) - int(charge.amount_refunded)
     if left <= 0:
         raise user_error(400, f"Charge {charge_id} has already been refunded.", {"code": "charge_already_refunded"})
     if isinstance(amount, int) and amount > left:
@@ -713,17 +929,15 @@ def _check_refundable(resources: Any, user_error: Any, params: dict[str, Any]) -
             f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
             {"code": "amount_too_large", "param": "amount"},
         )
+    return left
 
 
-def _override_routes(confirm: Callable[..., Any], cancel: Callable[..., Any]) -> None:
-    """localstripe bound confirm/cancel into its routes at import: put ours first in its app."""
+def _override_routes(handlers: dict[str, Callable[..., Any]]) -> None:
+    """localstripe bound its extra POST routes (confirm, cancel, ...) at import: put ours in its app."""
     from localstripe import server
 
     app: web.Application = server.app
-    overrides = {
-        ("POST", "/v1/payment_intents/{id}/confirm"): server.api_extra(confirm, "/v1/payment_intents/{id}/confirm"),
-        ("POST", "/v1/payment_intents/{id}/cancel"): server.api_extra(cancel, "/v1/payment_intents/{id}/cancel"),
-    }
+    overrides = {("POST", url): server.api_extra(func, url) for url, func in handlers.items()}
     for route in app.router.routes():
         info = route.resource.canonical if route.resource is not None else None
         handler = overrides.get((route.method, info or ""))

@@ -20,6 +20,7 @@ from typing import Self
 
 from kubepay import migrate
 from kubepay.config import Topics
+from kubepay.sandbox.certs import write_self_signed
 from kubepay.sandbox.kafka import KafkaBroker
 from kubepay.sandbox.kube import KubeEmulator
 from kubepay.sandbox.postgres import PostgresServer
@@ -52,12 +53,24 @@ class Tenant:
     processes: list[KubepayProcess] = field(default_factory=list)
 
     @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['KUBEPAY_API_PORT']}"
+
+    @property
+    def api_token(self) -> str:
+        return self.env["KUBEPAY_API_TOKEN"]
+
+    @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.env['PAYMENT_HTTP_PORT']}/payments/webhook"
 
     def process(self, command: str, **overrides: str) -> KubepayProcess:
         env = {**self.env, **overrides}
-        port = env["PAYMENT_HTTP_PORT"] if command == "webhook" else env["KUBEPAY_HEALTH_PORT"]
+        if command == "orders-consumer" and "KUBEPAY_HEALTH_PORT" not in overrides:
+            env["KUBEPAY_HEALTH_PORT"] = str(free_port())  # may run next to the operator, which has this one
+        port = {"webhook": env["PAYMENT_HTTP_PORT"], "api": env["KUBEPAY_API_PORT"]}.get(
+            command, env["KUBEPAY_HEALTH_PORT"]
+        )
         proc = KubepayProcess(
             command, env, f"http://127.0.0.1:{port}/healthz", self.workdir / f"{command}-{len(self.processes)}.log"
         )
@@ -105,7 +118,7 @@ class Sandbox:
         database_url = await self.postgres.create_database(name)
         await asyncio.to_thread(migrate.upgrade, database_url)
         topics = Topics(**{key: f"{name}.{value}" for key, value in Topics().__dict__.items()})
-        await self.kafka.create_topics(topics.all())
+        await self.kafka.create_topics([*topics.all(), topics.orders_created, topics.orders_dlq])
         webhook_secret = "whsec_" + secrets.token_hex(16)
         workdir = self.workdir / name
         workdir.mkdir()
@@ -122,9 +135,16 @@ class Sandbox:
             "PAYMENT_HTTP_PORT": str(free_port()),
             "KUBEPAY_HEALTH_PORT": str(free_port()),
             "KUBEPAY_METRICS_PORT": str(free_port()),
+            "KUBEPAY_ADMISSION_PORT": str(free_port()),
+            "KUBEPAY_ADMISSION_CERT_DIR": str(await asyncio.to_thread(write_self_signed, workdir / "admission")),
             "KUBEPAY_RESYNC_SECONDS": str(resync_seconds),
             "KUBEPAY_LOG_LEVEL": "INFO",
             "SRV_ENV": "sandbox",
+            "KUBEPAY_API_PORT": str(free_port()),
+            "KUBEPAY_API_TOKEN": secrets.token_urlsafe(24),
+            "KUBEPAY_API_NAMESPACE": name,
+            "KUBEPAY_ORDERS_SESSION_TIMEOUT_MS": "1000",  # the test broker's group joins are slow otherwise
+            "KUBEPAY_ORDERS_HEARTBEAT_MS": "300",
             **{f"KUBEPAY_TOPIC_{key.upper()}": value for key, value in topics.__dict__.items()},
         }
         return Tenant(name, name, database_url, topics, webhook_secret, env, workdir)

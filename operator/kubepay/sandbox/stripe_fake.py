@@ -4,7 +4,8 @@ localstripe is GPL-3.0, so it never enters this process: :class:`StripeFake` spa
 ``python -m kubepay.sandbox.localstripe_launcher`` and talks to it over HTTP on 127.0.0.1.
 See the launcher's docstring for what it adds to localstripe (idempotency replay, missing
 parameters, Stripe-shaped declines, Stripe's refusals of unsupported currencies and out-of-range amounts,
-fault injection, a request log).
+updates in the wrong status, partial captures, the Events API with refund events, fault injection, a request
+log).
 """
 
 from __future__ import annotations
@@ -242,8 +243,10 @@ class StripeFake:
     async def register_webhook(self, url: str, secret: str, events: Sequence[str] = ()) -> None:
         """Have localstripe POST its events to ``url``, signed with ``secret`` (Stripe's scheme).
 
-        localstripe only emits ``payment_intent.succeeded`` and ``payment_intent.payment_failed``,
-        once each, about 1 s later, without retries. An empty ``events`` means all of them.
+        Events are delivered once each, about 1 s after the change, without retries: the
+        ``payment_intent.*`` events (created, succeeded, payment_failed, canceled,
+        amount_capturable_updated), ``charge.refunded`` and ``refund.created``; the same events are
+        listed by ``GET /v1/events``. An empty ``events`` means all of them.
         Registering the same URL again replaces the earlier registration.
         """
         webhook_id = "kubepay_" + hashlib.sha256(url.encode()).hexdigest()[:16]

@@ -1,0 +1,158 @@
+"""From an order to its PaymentIntent resource, idempotently: shared by the HTTP API and the orders consumer.
+
+One order has one resource, named from the order id, so a repeated request or a redelivered message
+finds the resource made the first time instead of making a second payment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, Conflict, KubeClient, NotFound
+from kubepay.money import MoneyError, to_minor
+
+ORDER_ID_LABEL = "kubepay.io/order-id"  # the order id sanitized to a label value
+ORDER_ID_ANNOTATION = "kubepay.io/order-id"  # the raw order id
+SOURCE_LABEL = "kubepay.io/source"  # "api" or "orders-consumer"
+NAME_PREFIX = "order-"
+_MAX_NAME = 63  # a DNS-1123 label, so the name also fits wherever a label value is needed
+_HASH_CHARS = 10
+_INVALID = re.compile(r"[^a-z0-9]+")
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+MAX_AMOUNT = 99_999_999  # the CRD's maximum, in minor units
+
+
+class OrderInvalid(ValueError):
+    """The order cannot become a payment; `fields` maps each bad field to what is wrong with it."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {problem}" for name, problem in fields.items()))
+        self.fields = fields
+
+
+class OrderConflict(Exception):
+    """The order already has a payment with another amount or currency (or its name is taken)."""
+
+    def __init__(self, message: str, existing: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    amount_minor: int
+    currency: str  # lower case, as the CRD wants it
+    user_id: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _sanitize(order_id: str) -> str:
+    return _INVALID.sub("-", order_id.lower()).strip("-")
+
+
+def _short_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def resource_name(order_id: str) -> str:
+    """`order-<id>` when the id is already a DNS-1123 label; otherwise a readable part plus a hash of the raw id."""
+    clean = _sanitize(order_id)
+    if clean == order_id and len(NAME_PREFIX) + len(clean) <= _MAX_NAME:
+        return NAME_PREFIX + clean
+    room = _MAX_NAME - len(NAME_PREFIX) - _HASH_CHARS - 1
+    readable = clean[:room].strip("-")
+    return f"{NAME_PREFIX}{readable}-{_short_hash(order_id)}" if readable else NAME_PREFIX + _short_hash(order_id)
+
+
+def order_label(order_id: str) -> str:
+    """The order id as a label value (for `kubectl get pi -l kubepay.io/order-id=...`)."""
+    return _sanitize(order_id)[:63].strip("-")
+
+
+def parse_amount(raw: Any, currency: str, name: str = "amount") -> int:
+    """A decimal amount (string, or a JSON number parsed as Decimal) to minor units; OrderInvalid otherwise."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
+        raise OrderInvalid({name: "must be a decimal string such as \"19.99\""})
+    try:
+        minor = to_minor(raw, currency)
+    except MoneyError as exc:
+        raise OrderInvalid({name: str(exc)}) from None
+    if minor < 1:
+        raise OrderInvalid({name: "must be greater than zero"})
+    if minor > MAX_AMOUNT:
+        raise OrderInvalid({name: f"must be at most {MAX_AMOUNT} minor units"})
+    return minor
+
+
+def parse_currency(raw: Any, name: str = "currency") -> str:
+    if not isinstance(raw, str) or not _CURRENCY.match(raw):
+        raise OrderInvalid({name: "must be a three-letter ISO 4217 code such as USD"})
+    return raw.lower()
+
+
+def manifest(order: Order, namespace: str, source: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"orderId": order.order_id, "amount": order.amount_minor, "currency": order.currency}
+    if order.user_id:
+        spec["userId"] = order.user_id
+    if order.description:
+        spec["description"] = order.description
+    if order.metadata:
+        spec["metadata"] = dict(order.metadata)
+    labels = {SOURCE_LABEL: source}
+    label = order_label(order.order_id)
+    if label:
+        labels[ORDER_ID_LABEL] = label
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PaymentIntent",
+        "metadata": {
+            "name": resource_name(order.order_id),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {ORDER_ID_ANNOTATION: order.order_id},
+        },
+        "spec": spec,
+    }
+
+
+def _same_payment(existing: dict[str, Any], order: Order) -> None:
+    spec = existing.get("spec") or {}
+    name = existing["metadata"]["name"]
+    if spec.get("orderId") != order.order_id:
+        raise OrderConflict(f"the resource {name} belongs to order {spec.get('orderId')!r}", existing)
+    if (spec.get("amount"), spec.get("currency")) != (order.amount_minor, order.currency):
+        raise OrderConflict(
+            f"order {order.order_id} already has a payment of {spec.get('amount')} {spec.get('currency')} "
+            f"(minor units); this request asks for {order.amount_minor} {order.currency}",
+            existing,
+        )
+
+
+async def ensure_payment_intent(
+    kube: KubeClient, namespace: str, order: Order, source: str
+) -> tuple[dict[str, Any], bool]:
+    """Create the order's PaymentIntent, or find the one made before; returns (resource, created now).
+
+    Raises OrderConflict when the order's resource exists with another amount or currency.
+    Kubernetes being unavailable surfaces as KubeUnavailable: the caller retries, nothing is half done.
+    """
+    body = manifest(order, namespace, source)
+    name = body["metadata"]["name"]
+    for _ in range(3):
+        try:
+            return await kube.create_custom(PAYMENT_INTENTS, namespace, body), True
+        except Conflict:
+            pass
+        try:
+            existing = await kube.get_custom(PAYMENT_INTENTS, namespace, name)
+        except NotFound:
+            continue  # deleted between the create and the read: create again
+        _same_payment(existing, order)
+        return existing, False
+    raise Conflict(f"{namespace}/{name} keeps appearing and disappearing")

@@ -1,0 +1,177 @@
+"""kopf handlers for PaymentRefund: refuse what must not reach Stripe, refund once, mirror, publish."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from kubepay import downstream, identity
+from kubepay.conditions import set_condition
+from kubepay.handlers import RETRYABLE, Logger, backoff, runtime, wake_event
+from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, NotFound
+from kubepay.phases import observe_intent
+from kubepay.refunds import (
+    FINAL,
+    PAYMENT_REFUNDS,
+    RefundObservation,
+    RefundPhase,
+    RefundRefused,
+    refund_amount,
+    refund_status_patch,
+)
+from kubepay.runtime import Runtime
+from kubepay.status_writer import apply_observation, write_status
+from kubepay.stripe_gateway import StripeRejected
+
+log = logging.getLogger(__name__)
+
+
+async def parent_of(rt: Runtime, namespace: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return await rt.kube.get_custom(PAYMENT_INTENTS, namespace, spec["paymentIntentName"])
+    except NotFound:
+        return None
+
+
+@kopf.on.resume(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
+@kopf.on.create(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
+async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int,
+                               **_: Any) -> None:
+    """Check again what admission checked (it can be bypassed), then create the Stripe refund once."""
+    if (status.get("stripe") or {}).get("refundId") or status.get("phase") == RefundPhase.FAILED.value:
+        return
+    rt = runtime(memo)
+    raw = dict(body)
+    meta, spec = raw["metadata"], raw["spec"]
+    try:
+        parent = await parent_of(rt, meta["namespace"], spec)
+        amount = refund_amount(spec, parent)
+        assert parent is not None
+        intent_id = parent["status"]["stripe"]["paymentIntentId"]
+        params: dict[str, Any] = {
+            "payment_intent": intent_id,
+            "amount": amount,
+            "metadata": {identity.METADATA_NAMESPACE: meta["namespace"], identity.METADATA_NAME: meta["name"],
+                         identity.METADATA_UID: meta["uid"], identity.METADATA_KIND: "PaymentRefund",
+                         "payment_intent_name": spec["paymentIntentName"]},
+        }
+        if spec.get("reason"):
+            params["reason"] = spec["reason"]
+        refund = await rt.gateway.create_refund(params, identity.refund_idempotency_key(meta["uid"]))
+    except RefundRefused as exc:
+        await _refuse(rt, raw, exc.code, str(exc))
+        kopf.warn(body, reason="RefundRefused", message=str(exc))
+        raise kopf.PermanentError(str(exc)) from None
+    except StripeRejected as exc:
+        await _refuse(rt, raw, exc.code, exc.message)
+        kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the refund: {exc}")
+        raise kopf.PermanentError(str(exc)) from None
+    except RETRYABLE as exc:
+        raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
+    obs = RefundObservation.of(refund, created=int(refund.get("created") or time.time()))
+    generation = meta.get("generation")
+
+    def compute(current_body: dict[str, Any]) -> dict[str, Any] | None:
+        patch = refund_status_patch(current_body, obs) or {}
+        conditions = patch.get("conditions") or (current_body.get("status") or {}).get("conditions")
+        patch.update({
+            "refundId": str(identity.refund_id(meta["uid"])),
+            "observedGeneration": generation,
+            "conditions": set_condition(conditions, "Synced", True, "StripeRefundCreated",
+                                        f"Stripe refund {refund['id']} exists", generation),
+        })
+        return patch
+
+    await write_status(rt.kube, PAYMENT_REFUNDS, meta["namespace"], meta["name"], meta["uid"], compute)
+    kopf.info(body, reason="StripeRefundCreated",
+              message=f"Created Stripe refund {refund['id']} of {refund['amount']} {refund['currency']}")
+
+
+async def _refuse(rt: Runtime, body: dict[str, Any], code: str, message: str) -> None:
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, "RefundRefused",
+                               message, generation)
+    conditions = set_condition(conditions, "Ready", False, RefundPhase.FAILED.value, message, generation)
+    await rt.kube.patch_status(PAYMENT_REFUNDS, meta["namespace"], meta["name"],
+                               {"phase": RefundPhase.FAILED.value, "failure": {"code": code, "message": message},
+                                "observedGeneration": generation, "conditions": conditions}, None)
+
+
+@kopf.on.event(GROUP, VERSION, PAYMENT_REFUNDS)
+async def wake_refund(memo: kopf.Memo, **_: Any) -> None:
+    wake_event(memo).set()
+
+
+@kopf.daemon(GROUP, VERSION, PAYMENT_REFUNDS, id="mirror-refund", cancellation_timeout=10)
+async def mirror_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
+    """Mirror the refund downstream and keep the parent PaymentIntent's refunded amount true."""
+    rt = runtime(memo)
+    signal = wake_event(memo)
+    published: list[str] = []
+    last_phase: str | None = body.get("status", {}).get("phase")
+    failures = 0
+    while True:
+        signal.clear()
+        snapshot = copy.deepcopy(dict(body))
+        status = snapshot.get("status") or {}
+        phase = status.get("phase")
+        try:
+            parent = await parent_of(rt, snapshot["metadata"]["namespace"], snapshot["spec"])
+            if parent is not None:
+                if phase != last_phase and phase:
+                    await _refresh_parent(rt, parent)
+                    kopf.event(body, type="Warning" if phase == RefundPhase.FAILED.value else "Normal",
+                               reason=f"Refund{phase}", message=f"Refund phase {last_phase or 'none'} -> {phase}")
+                    last_phase = phase
+                published = await downstream.sync_refund(snapshot, parent, rt.store, rt.publisher, rt.kube,
+                                                         rt.settings, published)
+            failures = 0
+        except RETRYABLE as exc:
+            failures += 1
+            logger.warning("mirroring the refund failed, retrying: %s", exc)
+            await asyncio.sleep(backoff(failures))
+            continue
+        if phase in FINAL and not signal.is_set():
+            idle: float | None = None
+        else:
+            idle = rt.settings.resync_seconds
+        try:
+            await asyncio.wait_for(signal.wait(), timeout=idle)
+        except TimeoutError:
+            await _resync_refund(rt, snapshot)
+
+
+async def _refresh_parent(rt: Runtime, parent: dict[str, Any]) -> None:
+    """Stripe's charge knows the refunded total: write it (and the phase it implies) into the parent."""
+    intent_id = ((parent.get("status") or {}).get("stripe") or {}).get("paymentIntentId")
+    if not intent_id:
+        return
+    try:
+        intent = await rt.gateway.retrieve_intent(intent_id)
+    except StripeRejected as exc:
+        log.warning("could not read %s: %s", intent_id, exc)
+        return
+    meta = parent["metadata"]
+    await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"],
+                            observe_intent(intent, created=int(time.time())))
+
+
+async def _resync_refund(rt: Runtime, body: dict[str, Any]) -> None:
+    refund_id = ((body.get("status") or {}).get("stripe") or {}).get("refundId")
+    if not refund_id:
+        return
+    try:
+        refund = await rt.gateway.retrieve_refund(refund_id)
+    except (StripeRejected, *RETRYABLE) as exc:
+        log.warning("refund resync failed: %s", exc)
+        return
+    meta = body["metadata"]
+    obs = RefundObservation.of(refund, created=int(time.time()))
+    await write_status(rt.kube, PAYMENT_REFUNDS, meta["namespace"], meta["name"], meta["uid"],
+                       lambda current: refund_status_patch(current, obs))

@@ -1,0 +1,377 @@
+"""The Go payment-service's HTTP API, cluster-internal, behind a bearer token.
+
+`POST /payments/intent` makes (idempotently) the order's PaymentIntent resource and waits, bounded, for
+the client secret the controller puts in the resource's Secret; `GET /payments/{id}` and
+`GET /payments?order_id=` read the PostgreSQL mirror; `POST /payments/{id}/refunds` makes a PaymentRefund.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubepay import identity, orders
+from kubepay.kube_client import (
+    GROUP,
+    PAYMENT_INTENTS,
+    PAYMENT_REFUNDS,
+    VERSION,
+    Conflict,
+    KubeClient,
+    KubeUnavailable,
+    NotFound,
+)
+from kubepay.money import to_decimal_string
+from kubepay.store import PaymentRow, Store, StoreUnavailable
+from kubepay_webhook.openapi import document
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+POLL_SECONDS = 0.2
+
+
+class ApiConfig:
+    """What the handlers need besides the clients."""
+
+    def __init__(self, token: str, namespace: str, wait_seconds: float) -> None:
+        self.token = token
+        self.namespace = namespace
+        self.wait_seconds = wait_seconds
+
+
+STORE: web.AppKey[Store] = web.AppKey("api_store", Store)
+KUBE: web.AppKey[KubeClient] = web.AppKey("api_kube", KubeClient)
+CONFIG: web.AppKey[ApiConfig] = web.AppKey("api_config", ApiConfig)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def invalid(fields: dict[str, str]) -> web.Response:
+    return error(422, "invalid request", fields=fields)
+
+
+@web.middleware
+async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer token on everything but health and the API document; JSON errors; 503 when a backend is down."""
+    if request.path not in PUBLIC_PATHS:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        expected = request.app[CONFIG].token.encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            response = error(401, "missing or invalid bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="kubepay"'
+            return response
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)
+    except (StoreUnavailable, KubeUnavailable) as exc:
+        log.warning("%s %s: backend unavailable: %s", request.method, request.path, exc)
+        return error(503, "temporarily unavailable, retry later")
+
+
+async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any] | web.Response:
+    raw = await request.read()
+    if optional and not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw, parse_float=Decimal)  # exact decimals: 19.99 stays 19.99, never a float
+    except (ValueError, UnicodeDecodeError):
+        return invalid({"body": "must be a JSON object"})
+    if not isinstance(body, dict):
+        return invalid({"body": "must be a JSON object"})
+    return body
+
+
+def _text(body: dict[str, Any], name: str, problems: dict[str, str], *, required: bool, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            problems[name] = "is required"
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or (required and not value.strip()):
+        problems[name] = "must be a non-empty string"
+        return None
+    if len(value) > limit:
+        problems[name] = f"must be at most {limit} characters"
+        return None
+    return value
+
+
+def _metadata(body: dict[str, Any], problems: dict[str, str]) -> dict[str, str]:
+    value = body.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        problems["metadata"] = "must be an object of strings"
+        return {}
+    if len(value) > 30:
+        problems["metadata"] = "must have at most 30 keys"
+    elif any(len(k) > 40 or len(v) > 500 or k.startswith("kubepay_") for k, v in value.items()):
+        problems["metadata"] = "keys are at most 40 characters (not starting kubepay_), values at most 500"
+    return dict(value)
+
+
+def _amount(body: dict[str, Any], currency: str | None, problems: dict[str, str]) -> int | None:
+    """`amount` as a decimal (string or exact JSON number), or `amount_minor` as an integer; exactly one."""
+    has_major, has_minor = body.get("amount") is not None, body.get("amount_minor") is not None
+    if has_major == has_minor:
+        problems["amount"] = "give either amount (a decimal string such as \"19.99\") or amount_minor"
+        return None
+    if currency is None:
+        return None
+    if has_minor:
+        minor = body["amount_minor"]
+        if isinstance(minor, bool) or not isinstance(minor, int) or not 1 <= minor <= orders.MAX_AMOUNT:
+            problems["amount_minor"] = f"must be an integer from 1 to {orders.MAX_AMOUNT} (minor units)"
+            return None
+        return minor
+    return orders.parse_amount(body["amount"], currency)
+
+
+def _parse(step: Callable[[], Any], problems: dict[str, str]) -> Any:
+    try:
+        return step()
+    except orders.OrderInvalid as exc:
+        problems.update(exc.fields)
+        return None
+
+
+async def create_intent(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    problems: dict[str, str] = {}
+    order_id = _text(body, "order_id", problems, required=True, limit=255)
+    currency = _parse(lambda: orders.parse_currency(body.get("currency")), problems)
+    amount = _parse(lambda: _amount(body, currency, problems), problems)
+    user_id = _text(body, "user_id", problems, required=False, limit=255)
+    description = _text(body, "description", problems, required=False, limit=1000)
+    metadata = _metadata(body, problems)
+    if problems or order_id is None or amount is None or currency is None:
+        return invalid(problems)
+    order = orders.Order(order_id, amount, currency, user_id, description, metadata)
+    config, kube = request.app[CONFIG], request.app[KUBE]
+    try:
+        resource, created = await orders.ensure_payment_intent(kube, config.namespace, order, "api")
+    except orders.OrderConflict as exc:
+        meta = exc.existing["metadata"]
+        return error(409, str(exc), name=meta["name"], payment_id=str(identity.payment_id(meta["uid"])))
+    except ApiException as exc:  # the API server refused the resource itself (schema validation)
+        return error(422, f"Kubernetes refused the PaymentIntent: {exc.reason}", fields={})
+    meta = resource["metadata"]
+    name, payment_id = meta["name"], str(identity.payment_id(meta["uid"]))
+    found = await _client_secret(kube, config.namespace, name, time.monotonic() + config.wait_seconds)
+    if isinstance(found, str):
+        log.info("payment %s for order %s: %s", payment_id, order_id, "created" if created else "existing")
+        return web.json_response(
+            {"payment_id": payment_id, "client_secret": found, "name": name, "namespace": config.namespace,
+             "order_id": order.order_id, "amount": to_decimal_string(order.amount_minor, order.currency),
+             "amount_minor": order.amount_minor, "currency": order.currency.upper()},
+            status=201 if created else 200,
+        )
+    if found is not None:
+        return error(422, f"Stripe refused the payment: {found.get('message') or found.get('code')}",
+                     name=name, payment_id=payment_id)
+    return error(504, f"the client secret did not appear within {config.wait_seconds:g}s; the payment exists, "
+                 "repeat the request to get it", name=name, payment_id=payment_id)
+
+
+async def _client_secret(kube: KubeClient, namespace: str, name: str, deadline: float) -> str | dict[str, Any] | None:
+    """The client secret once the controller wrote it; the failure if Stripe refused; None at the deadline."""
+    while True:
+        try:
+            resource = await kube.get_custom(PAYMENT_INTENTS, namespace, name)
+        except NotFound:
+            resource = {}
+        status = resource.get("status") or {}
+        ref = status.get("clientSecretRef") or {}
+        if ref.get("name") and ref.get("key"):
+            try:
+                value = (await kube.get_secret(namespace, ref["name"])).get(ref["key"])
+            except NotFound:
+                value = None
+            if value:
+                return value
+        elif status.get("phase") == "Failed" and not (status.get("stripe") or {}).get("paymentIntentId"):
+            failure: dict[str, Any] = status.get("failure") or {}
+            return failure
+        if time.monotonic() + POLL_SECONDS > deadline:
+            return None
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def payment_json(row: PaymentRow) -> dict[str, Any]:
+    """The Go service's field names, amounts both as decimal strings and as integer minor units."""
+    def iso(value: Any) -> str | None:
+        return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+    return {
+        "id": str(row.id),
+        "order_id": row.order_id,
+        "user_id": row.user_id or "",
+        "amount": to_decimal_string(row.amount, row.currency),
+        "amount_minor": row.amount,
+        "currency": row.currency.upper(),
+        "status": row.status,
+        "payment_method": row.payment_method or "",
+        "provider": "stripe",
+        "provider_payment_id": row.provider_payment_id or "",
+        "amount_received": to_decimal_string(row.amount_received, row.currency),
+        "amount_received_minor": row.amount_received,
+        "amount_refunded": to_decimal_string(row.amount_refunded, row.currency),
+        "amount_refunded_minor": row.amount_refunded,
+        "failure_code": row.failure_code or "",
+        "failure_reason": row.failure_reason or "",
+        "resource": {"namespace": row.resource_namespace, "name": row.resource_name},
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+async def _row(request: web.Request) -> PaymentRow | None:
+    try:
+        payment_id = uuid.UUID(request.match_info["id"])
+    except ValueError:
+        return None
+    return await request.app[STORE].get_payment(payment_id)
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    row = await _row(request)
+    if row is None:
+        return error(404, f"no payment {request.match_info['id']}")
+    return web.json_response(payment_json(row))
+
+
+async def list_payments(request: web.Request) -> web.Response:
+    order_id = request.query.get("order_id", "")
+    if not order_id:
+        return invalid({"order_id": "is required (GET /payments?order_id=...)"})
+    rows = await request.app[STORE].find_by_order(order_id)
+    return web.json_response({"payments": [payment_json(row) for row in rows]})
+
+
+def _refund_json(refund: dict[str, Any], payment_id: str) -> dict[str, Any]:
+    spec, status = refund.get("spec") or {}, refund.get("status") or {}
+    return {
+        "name": refund["metadata"]["name"],
+        "namespace": refund["metadata"].get("namespace", ""),
+        "payment_id": payment_id,
+        "payment_intent_name": spec.get("paymentIntentName", ""),
+        "amount_minor": spec.get("amount"),
+        "reason": spec.get("reason"),
+        "phase": status.get("phase") or "Pending",
+    }
+
+
+async def create_refund(request: web.Request) -> web.Response:
+    row = await _row(request)
+    if row is None:
+        return error(404, f"no payment {request.match_info['id']}")
+    body = await _json_body(request, optional=True)
+    if isinstance(body, web.Response):
+        return body
+    problems: dict[str, str] = {}
+    amount: int | None = None
+    if body.get("amount") is not None or body.get("amount_minor") is not None:
+        amount = _parse(lambda: _amount(body, row.currency, problems), problems)
+    reason = body.get("reason")
+    if reason is not None and reason not in REFUND_REASONS:
+        problems["reason"] = f"must be one of {', '.join(REFUND_REASONS)}"
+    if problems:
+        return invalid(problems)
+    key = request.headers.get("Idempotency-Key", "").strip()
+    suffix = hashlib.sha256(key.encode()).hexdigest()[:10] if key else secrets.token_hex(5)
+    spec: dict[str, Any] = {"paymentIntentName": row.resource_name}
+    if amount is not None:
+        spec["amount"] = amount
+    if reason is not None:
+        spec["reason"] = reason
+    manifest: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "PaymentRefund",
+        "metadata": {
+            "name": f"{row.resource_name}-refund-{suffix}",
+            "namespace": row.resource_namespace,
+            "labels": {orders.SOURCE_LABEL: "api", "kubepay.io/payment-intent": row.resource_name},
+            "annotations": {"kubepay.io/idempotency-key": key} if key else {},
+        },
+        "spec": spec,
+    }
+    kube, payment_id = request.app[KUBE], str(row.id)
+    try:
+        refund = await kube.create_custom(PAYMENT_REFUNDS, row.resource_namespace, manifest)
+    except NotFound:
+        if not await kube.served(PAYMENT_REFUNDS):
+            return error(501, "refunds are not available: the PaymentRefund CRD (paymentrefunds.kubepay.io) "
+                         "is not installed in this cluster")
+        return error(404, f"the namespace {row.resource_namespace} of payment {payment_id} is gone")
+    except Conflict:
+        existing = await kube.get_custom(PAYMENT_REFUNDS, row.resource_namespace, manifest["metadata"]["name"])
+        if (existing.get("spec") or {}) != spec:
+            return error(409, "this Idempotency-Key was used for a different refund",
+                         name=existing["metadata"]["name"])
+        return web.json_response(_refund_json(existing, payment_id), status=200)
+    except ApiException as exc:
+        return error(422, f"Kubernetes refused the PaymentRefund: {exc.reason}", fields={})
+    log.info("refund %s requested for payment %s", manifest["metadata"]["name"], payment_id)
+    return web.json_response(_refund_json(refund, payment_id), status=201)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems: dict[str, str] = {}
+    try:
+        await request.app[STORE].ping()
+    except StoreUnavailable as exc:
+        problems["postgres"] = str(exc)
+    try:
+        await request.app[KUBE].ping()
+    except KubeUnavailable as exc:
+        problems["kubernetes"] = str(exc)
+    if problems:
+        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def openapi(_: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+def make_api_app(store: Store, kube: KubeClient, config: ApiConfig) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_and_auth])
+    app[STORE], app[KUBE], app[CONFIG] = store, kube, config
+    app.router.add_post("/payments/intent", create_intent)
+    app.router.add_get("/payments", list_payments)
+    app.router.add_get("/payments/{id}", get_payment)
+    app.router.add_post("/payments/{id}/refunds", create_refund)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)
+    return app

@@ -1,0 +1,250 @@
+"""The OpenAPI 3.1 document of `kubepay api`, served at GET /openapi.json (a test checks routes and answers)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kubepay")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+_DECIMAL = {"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["19.99"]}
+_STRING = {"type": "string"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    meaning = {
+        401: ("Error", "Missing or invalid bearer token."),
+        404: ("Error", "No such payment."),
+        409: ("Error", "The order already has a payment with another amount or currency, or the "
+                       "Idempotency-Key was used for another refund."),
+        422: ("ValidationError", "Invalid body or query; `fields` says what is wrong with each field."),
+        501: ("Error", "The PaymentRefund CRD is not installed."),
+        503: ("Error", "PostgreSQL or Kubernetes is unreachable; retry later."),
+        504: ("Error", "The client secret did not appear in time; the payment exists, repeat the request."),
+    }
+    result = {str(code): _json(*meaning[code]) for code in codes}
+    if 422 in codes:
+        result["422"] = {
+            "description": "Invalid body or query (`fields` says what is wrong with each field), or Stripe "
+                           "refused the payment (`error` says why; the resource exists, in phase Failed).",
+            "content": {"application/json": {"schema": {"anyOf": [_ref("ValidationError"), _ref("Error")]}}},
+        }
+    return result
+
+
+_PAYMENT_ID = {"name": "id", "in": "path", "required": True, "description": "The payment id (uuid).",
+               "schema": {"type": "string"}}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong, for people."},
+            "fields": {"type": "object", "additionalProperties": _STRING},
+            "name": {"type": "string", "description": "The PaymentIntent or PaymentRefund resource concerned."},
+            "payment_id": {"type": "string", "format": "uuid"},
+        },
+        "additionalProperties": False,
+    },
+    "ValidationError": {
+        "type": "object",
+        "required": ["error", "fields"],
+        "properties": {
+            "error": {"const": "invalid request"},
+            "fields": {"type": "object", "additionalProperties": _STRING,
+                       "description": "Field name -> what is wrong with it.",
+                       "examples": [{"amount": "amount '12.345' has more than 2 decimal places for USD"}]},
+        },
+        "additionalProperties": False,
+    },
+    "IntentRequest": {
+        "type": "object",
+        "required": ["order_id", "currency"],
+        "description": "Give `amount` (decimal, in the currency's major unit) or `amount_minor`, not both.",
+        "properties": {
+            "order_id": {"type": ["string", "integer"], "minLength": 1, "maxLength": 255},
+            "amount": {"oneOf": [_DECIMAL, {"type": "number"}],
+                       "description": "Decimal amount, for example \"19.99\" (USD) or \"1200\" (JPY)."},
+            "amount_minor": {"type": "integer", "minimum": 1, "maximum": 99999999},
+            "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$", "examples": ["USD"]},
+            "user_id": {"type": ["string", "integer"], "maxLength": 255},
+            "description": {"type": "string", "maxLength": 1000},
+            "metadata": {"type": "object", "maxProperties": 30, "additionalProperties": {"type": "string"}},
+        },
+    },
+    "IntentResponse": {
+        "type": "object",
+        "required": ["payment_id", "client_secret", "name", "namespace", "order_id", "amount", "amount_minor",
+                     "currency"],
+        "properties": {
+            "payment_id": {"type": "string", "format": "uuid"},
+            "client_secret": {"type": "string", "description": "Stripe's client secret, for the front end."},
+            "name": {"type": "string", "description": "The PaymentIntent resource."},
+            "namespace": _STRING,
+            "order_id": _STRING,
+            "amount": _DECIMAL,
+            "amount_minor": {"type": "integer"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        },
+        "additionalProperties": False,
+    },
+    "Payment": {
+        "type": "object",
+        "required": ["id", "order_id", "user_id", "amount", "amount_minor", "currency", "status", "payment_method",
+                     "provider", "provider_payment_id", "amount_received", "amount_received_minor",
+                     "amount_refunded", "amount_refunded_minor", "failure_code", "failure_reason", "resource",
+                     "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "order_id": _STRING,
+            "user_id": _STRING,
+            "amount": _DECIMAL,
+            "amount_minor": {"type": "integer"},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "status": {"enum": ["pending", "succeeded", "failed", "canceled", "refunded", "partially_refunded"]},
+            "payment_method": _STRING,
+            "provider": {"const": "stripe"},
+            "provider_payment_id": _STRING,
+            "amount_received": _DECIMAL,
+            "amount_received_minor": {"type": "integer"},
+            "amount_refunded": _DECIMAL,
+            "amount_refunded_minor": {"type": "integer"},
+            "failure_code": _STRING,
+            "failure_reason": _STRING,
+            "resource": {"type": "object", "required": ["namespace", "name"], "additionalProperties": False,
+                         "properties": {"namespace": _STRING, "name": _STRING}},
+            "created_at": {"type": ["string", "null"], "format": "date-time"},
+            "updated_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+        "additionalProperties": False,
+    },
+    "PaymentList": {
+        "type": "object",
+        "required": ["payments"],
+        "properties": {"payments": {"type": "array", "items": _ref("Payment")}},
+        "additionalProperties": False,
+    },
+    "RefundRequest": {
+        "type": "object",
+        "description": "Without an amount, everything still refundable is refunded.",
+        "properties": {
+            "amount": {"oneOf": [_DECIMAL, {"type": "number"}]},
+            "amount_minor": {"type": "integer", "minimum": 1},
+            "reason": {"enum": ["duplicate", "fraudulent", "requested_by_customer"]},
+        },
+    },
+    "Refund": {
+        "type": "object",
+        "required": ["name", "namespace", "payment_id", "payment_intent_name", "amount_minor", "reason", "phase"],
+        "properties": {
+            "name": {"type": "string", "description": "The PaymentRefund resource."},
+            "namespace": _STRING,
+            "payment_id": {"type": "string", "format": "uuid"},
+            "payment_intent_name": _STRING,
+            "amount_minor": {"type": ["integer", "null"]},
+            "reason": {"enum": ["duplicate", "fraudulent", "requested_by_customer", None]},
+            "phase": {"enum": ["Pending", "Succeeded", "Failed", "Canceled"]},
+        },
+        "additionalProperties": False,
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"enum": ["ok", "ready", "unavailable"]},
+                       "problems": {"type": "object", "additionalProperties": _STRING}},
+        "additionalProperties": False,
+    },
+}
+
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "kubepay API",
+            "version": _version(),
+            "description": "The payment-service HTTP API, served by `kubepay api`. Every route but /healthz, "
+                           "/readyz and /openapi.json needs `Authorization: Bearer <KUBEPAY_API_TOKEN>`.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+        },
+        "paths": {
+            "/payments/intent": {
+                "post": {
+                    "summary": "Create (idempotently) the payment of an order and return its client secret.",
+                    "security": _AUTH,
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref("IntentRequest")}}},
+                    "responses": {
+                        "201": _json("IntentResponse", "Created the order's PaymentIntent."),
+                        "200": _json("IntentResponse", "The order's existing payment (a repeated request)."),
+                        **_errors(401, 409, 422, 503, 504),
+                    },
+                }
+            },
+            "/payments": {
+                "get": {
+                    "summary": "The payments of an order.",
+                    "security": _AUTH,
+                    "parameters": [{"name": "order_id", "in": "query", "required": True, "schema": _STRING}],
+                    "responses": {"200": _json("PaymentList", "The order's payments, oldest first."),
+                                  **_errors(401, 422, 503)},
+                }
+            },
+            "/payments/{id}": {
+                "get": {
+                    "summary": "One payment, as stored in PostgreSQL.",
+                    "security": _AUTH,
+                    "parameters": [_PAYMENT_ID],
+                    "responses": {"200": _json("Payment", "The payment."), **_errors(401, 404, 503)},
+                }
+            },
+            "/payments/{id}/refunds": {
+                "post": {
+                    "summary": "Refund a payment (creates a PaymentRefund resource).",
+                    "security": _AUTH,
+                    "parameters": [
+                        _PAYMENT_ID,
+                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _STRING,
+                         "description": "Repeating a request with the same key returns the same refund."},
+                    ],
+                    "requestBody": {"required": False,
+                                    "content": {"application/json": {"schema": _ref("RefundRequest")}}},
+                    "responses": {
+                        "201": _json("Refund", "The PaymentRefund was created."),
+                        "200": _json("Refund", "The refund made earlier with this Idempotency-Key."),
+                        **_errors(401, 404, 409, 422, 501, 503),
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness.", "security": [],
+                                 "responses": {"200": _json("Health", "The process runs.")}}},
+            "/readyz": {"get": {"summary": "Readiness: PostgreSQL and Kubernetes answer.", "security": [],
+                                "responses": {"200": _json("Health", "Ready."),
+                                              "503": _json("Health", "A backend is unreachable.")}}},
+            "/openapi.json": {"get": {"summary": "This document.", "security": [],
+                                      "responses": {"200": {"description": "The OpenAPI document.",
+                                                            "content": {"application/json": {"schema": {
+                                                                "type": "object"}}}}}}},
+        },
+    }
