@@ -143,3 +143,82 @@ async def messages(kafka: KafkaBroker, topic: str, order_id: str, count: int,
         found = [m for m in await kafka.read_topic(topic, min_messages=count, timeout=1.0) if m.key == order_id]
         return found if len(found) >= count else None
     return await wait_for(probe, timeout, f"{count} message(s) for order {order_id} on {topic}")
+
+
+async def intents_for(stripe_client: Any, uid: str) -> list[dict[str, Any]]:
+    """The Stripe intents whose metadata names this resource uid."""
+    listing = await stripe_client.v1.payment_intents.list_async({"limit": 100})
+    intents = [i.to_dict() for i in listing.data]
+    return [i for i in intents if (i.get("metadata") or {}).get("kubepay_uid") == uid]
+
+
+async def stripe_id(kube: Kube, namespace: str, name: str) -> str:
+    pi = await kube.wait_pi(namespace, name, lambda o: bool(o.get("status", {}).get("stripe", {})
+                                                            .get("paymentIntentId")), what="a Stripe id")
+    return str(pi["status"]["stripe"]["paymentIntentId"])
+
+
+async def confirm_and_notify(stripe_client: Any, intent_id: str, payment_method: str, webhook_url: str,
+                             secret: str, expect_error: bool = False) -> dict[str, Any]:
+    """The customer pays; Stripe then sends the matching signed webhook (built here from Stripe's answer)."""
+    try:
+        await stripe_client.v1.payment_intents.confirm_async(
+            intent_id, {"payment_method": payment_method, "return_url": "https://shop.example/return"})
+    except Exception:
+        if not expect_error:
+            raise
+    intent: dict[str, Any] = (await stripe_client.v1.payment_intents.retrieve_async(intent_id)).to_dict()
+    event_type = {"succeeded": "payment_intent.succeeded",
+                  "requires_capture": "payment_intent.amount_capturable_updated"}.get(
+        intent["status"], "payment_intent.payment_failed")
+    status, _ = await deliver(webhook_url, stripe_event(event_type, intent), secret)
+    assert status == 200
+    return intent
+
+
+async def pay(stripe_client: Any, kube: Kube, running: Any, name: str, spec: dict[str, Any],
+              phase: str = "Succeeded") -> dict[str, Any]:
+    """Create a PaymentIntent resource and pay it with a good card; returns the resource at `phase`."""
+    await kube.create_pi(running.namespace, name, spec)
+    intent_id = await stripe_id(kube, running.namespace, name)
+    await confirm_and_notify(stripe_client, intent_id, "pm_card_visa", running.tenant.webhook_url,
+                             running.tenant.webhook_secret)
+    return await kube.phase_is(running.namespace, name, phase)
+
+
+async def create_refund(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PaymentRefund",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    result: dict[str, Any] = await kube.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "paymentrefunds", body)
+    return result
+
+
+async def refund_phase_is(kube: Kube, namespace: str, name: str, phase: str,
+                          timeout: float = 20.0) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        obj: dict[str, Any] = await kube.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "paymentrefunds", name)
+        return obj if (obj.get("status") or {}).get("phase") == phase else None
+    return await wait_for(probe, timeout, f"refund {namespace}/{name} phase {phase}")
+
+
+async def admission_review(running: Any, path: str, operation: str, obj: dict[str, Any],
+                           old: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ask the controller's admission server what the API server would ask it, over verified TLS."""
+    import ssl
+    import uuid
+
+    cert_dir = running.tenant.env["KUBEPAY_ADMISSION_CERT_DIR"]
+    context = ssl.create_default_context(cafile=f"{cert_dir}/tls.crt")
+    group, version = obj["apiVersion"].split("/")
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": obj["kind"]},
+        "resource": {"group": group, "version": version, "resource": obj["kind"].lower() + "s"},
+        "operation": operation, "namespace": running.namespace, "name": obj["metadata"]["name"],
+        "object": obj, "oldObject": old, "userInfo": {"username": "tester"}, "dryRun": False}}
+    url = f"https://127.0.0.1:{running.tenant.env['KUBEPAY_ADMISSION_PORT']}/{path}"
+    async with aiohttp.ClientSession() as session, session.post(url, json=review, ssl=context) as response:
+        assert response.status == 200, await response.text()
+        answer: dict[str, Any] = (await response.json())["response"]
+        return answer

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import filecmp
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -348,8 +351,6 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(render: Render) -> 
 
 
 def test_admission_webhook_with_helm_made_certificate(default_objects: list[Doc]) -> None:
-    import base64
-
     vwc = one(default_objects, "ValidatingWebhookConfiguration")
     secret = one(default_objects, "Secret", "-admission-tls")
     assert secret["type"] == "kubernetes.io/tls"
@@ -474,3 +475,22 @@ def test_dockerfile_contract() -> None:
         assert tool not in final, f"{tool} in the final stage"
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".cache"} <= set(ignored)
+
+
+def test_notes_tell_how_to_point_stripe_at_the_receiver(helm: Path, tmp_path: Path) -> None:
+    def notes(*sets: str) -> str:
+        args = [str(helm), "install", RELEASE, str(CHART), "--dry-run=client", "--values", str(VALUES_REQUIRED)]
+        for s in sets:
+            args += ["--set", s]
+        env = {**os.environ, "KUBECONFIG": str(tmp_path / "none"), "HELM_CONFIG_HOME": str(tmp_path),
+               "HELM_CACHE_HOME": str(tmp_path), "HELM_DATA_HOME": str(tmp_path)}
+        result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split("\nNOTES:\n", 1)[1]
+
+    local = notes()
+    assert "stripe listen --forward-to localhost:8080/payments/webhook" in local
+    assert f"port-forward svc/{RELEASE}-kubepay-receiver 8080:80" in local
+    public = notes("receiver.ingress.enabled=true", "receiver.ingress.host=pay.example.com",
+                   "receiver.ingress.tlsSecretName=tls")
+    assert "https://pay.example.com/payments/webhook" in public

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubepay.identity import intent_idempotency_key
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
-from tests.helpers import Kube, wait_for
-
-
-async def _intents_for(sandbox: Sandbox, uid: str) -> list[dict[str, Any]]:
-    listing = await sandbox.stripe.client().v1.payment_intents.list_async({"limit": 100})
-    intents = [i.to_dict() for i in listing.data]
-    return [i for i in intents if (i.get("metadata") or {}).get("kubepay_uid") == uid]
+from tests.helpers import Kube, intents_for, wait_for
 
 
 async def test_killed_after_stripe_create_restarts_without_a_second_intent(
@@ -23,7 +15,7 @@ async def test_killed_after_stripe_create_restarts_without_a_second_intent(
     try:
         created = await kube.create_pi(ns, "crash", {"orderId": "5001", "amount": 500, "currency": "eur"})
         uid = created["metadata"]["uid"]
-        await wait_for(lambda: _intents_for(sandbox, uid), what="the intent to exist in Stripe")
+        await wait_for(lambda: intents_for(sandbox.stripe.client(), uid), what="the intent to exist in Stripe")
         await running.operator.kill()
     finally:
         await sandbox.stripe.release()
@@ -33,7 +25,7 @@ async def test_killed_after_stripe_create_restarts_without_a_second_intent(
 
     await running.tenant.process("operator").start()
     pi = await kube.wait_pi(ns, "crash", lambda o: bool(o.get("status", {}).get("stripe")), what="Stripe id")
-    intents = await _intents_for(sandbox, uid)
+    intents = await intents_for(sandbox.stripe.client(), uid)
     assert [i["id"] for i in intents] == [pi["status"]["stripe"]["paymentIntentId"]]
     creates = [r for r in await sandbox.stripe.requests_log()
                if r["method"] == "POST" and r["path"] == "/v1/payment_intents"

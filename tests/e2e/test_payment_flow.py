@@ -9,38 +9,10 @@ from typing import Any
 from kubepay.sandbox.stack import Sandbox
 from kubepay.sandbox.stripe_fake import TEST_CARDS
 from tests.conftest import Running
-from tests.helpers import Kube, deliver, messages, payment_row, stripe_event, wait_for
+from tests.helpers import Kube, confirm_and_notify, intents_for, messages, payment_row, stripe_id, wait_for
 
 SPEC = {"orderId": "1111", "userId": "user-42", "amount": 1200, "currency": "usd",
         "description": "Order 1111", "metadata": {"channel": "web"}}
-
-
-async def _intents_for(sandbox: Sandbox, uid: str) -> list[dict[str, Any]]:
-    listing = await sandbox.stripe.client().v1.payment_intents.list_async({"limit": 100})
-    intents = [i.to_dict() for i in listing.data]
-    return [i for i in intents if (i.get("metadata") or {}).get("kubepay_uid") == uid]
-
-
-async def _created(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    return await kube.wait_pi(namespace, name, lambda o: bool(o.get("status", {}).get("stripe", {})
-                                                              .get("paymentIntentId")), what="a Stripe id")
-
-
-async def _pay(sandbox: Sandbox, running: Running, intent_id: str, payment_method: str,
-               expect_error: bool = False) -> dict[str, Any]:
-    stripe_client = sandbox.stripe.client()
-    try:
-        await stripe_client.v1.payment_intents.confirm_async(
-            intent_id, {"payment_method": payment_method, "return_url": "https://shop.example/return"})
-    except Exception:
-        if not expect_error:
-            raise
-    intent = (await stripe_client.v1.payment_intents.retrieve_async(intent_id)).to_dict()
-    event_type = "payment_intent.succeeded" if intent["status"] == "succeeded" else "payment_intent.payment_failed"
-    status, _ = await deliver(running.tenant.webhook_url, stripe_event(event_type, intent),
-                              running.tenant.webhook_secret)
-    assert status == 200
-    return intent
 
 
 async def test_paid_payment_flows_to_stripe_postgres_and_kafka(
@@ -49,10 +21,12 @@ async def test_paid_payment_flows_to_stripe_postgres_and_kafka(
     created = await kube.create_pi(ns, "order-1111", SPEC)
     uid = created["metadata"]["uid"]
 
-    pi = await _created(kube, ns, "order-1111")
+    await stripe_id(kube, ns, "order-1111")
+    pi = await kube.get_pi(ns, "order-1111")
+    assert pi is not None
     status = pi["status"]
     assert status["phase"] == "Pending"
-    intents = await _intents_for(sandbox, uid)
+    intents = await intents_for(sandbox.stripe.client(), uid)
     assert len(intents) == 1
     intent = intents[0]
     assert intent["id"] == status["stripe"]["paymentIntentId"]
@@ -76,7 +50,8 @@ async def test_paid_payment_flows_to_stripe_postgres_and_kafka(
     assert initiated.value["payment_id"] == status["paymentId"]
     assert (initiated.value["amount"], initiated.value["amount_minor"]) == ("12.00", 1200)
 
-    await _pay(sandbox, running, intent["id"], TEST_CARDS["success"])
+    await confirm_and_notify(sandbox.stripe.client(), intent["id"], TEST_CARDS["success"],
+                             running.tenant.webhook_url, running.tenant.webhook_secret)
 
     pi = await kube.phase_is(ns, "order-1111", "Succeeded")
     assert pi["status"]["amountReceived"] == 1200
@@ -111,7 +86,7 @@ async def test_paid_payment_flows_to_stripe_postgres_and_kafka(
     await running.tenant.process("operator").start()
     replayed = await messages(sandbox.kafka, topics.succeeded, "1111", 2)
     assert replayed[1].headers["ce_id"] == succeeded.headers["ce_id"]
-    assert len(await _intents_for(sandbox, uid)) == 1
+    assert len(await intents_for(sandbox.stripe.client(), uid)) == 1
 
 
 async def _row_with_status(running: Running, uid: str, status: str) -> dict[str, Any] | None:
@@ -123,9 +98,9 @@ async def test_declined_card_fails_the_payment_and_cancels_the_order(
         sandbox: Sandbox, running: Running, kube: Kube) -> None:
     ns, topics = running.namespace, running.tenant.topics
     created = await kube.create_pi(ns, "order-2222", {**SPEC, "orderId": "2222"})
-    pi = await _created(kube, ns, "order-2222")
-    await _pay(sandbox, running, pi["status"]["stripe"]["paymentIntentId"], TEST_CARDS["decline"],
-               expect_error=True)
+    intent_id = await stripe_id(kube, ns, "order-2222")
+    await confirm_and_notify(sandbox.stripe.client(), intent_id, TEST_CARDS["decline"],
+                             running.tenant.webhook_url, running.tenant.webhook_secret, expect_error=True)
 
     pi = await kube.phase_is(ns, "order-2222", "Failed")
     assert pi["status"]["failure"]["code"] == "card_declined"

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from kubepay.config import Topics
-from kubepay.events import CANCELED, FAILED, INITIATED, SUCCEEDED, Payment, messages_for
+from kubepay.events import CANCELED, FAILED, INITIATED, SUCCEEDED, Payment, Refund, messages_for, refund_message
 from kubepay.kube_client import KubeClient
 from kubepay.orders import ORDER_ID_ANNOTATION, ORDER_ID_LABEL, Order, manifest, order_label, resource_name
 from kubepay.orders_consumer import PoisonMessage, parse_order
@@ -50,13 +50,15 @@ def test_the_schemas_catch_drift() -> None:
         validate_message("payments.initiated", {**message.value, "surprise": True})
 
 
-def test_refunded_schema_names_the_refund_fields() -> None:
-    [message] = messages_for(SUCCEEDED, PAYMENT, Topics(), "kubepay")[:1]
-    refunded = {**message.value, "status": "partially_refunded", "refund_id": "re_1", "amount_refunded": "5.00",
-                "amount_refunded_minor": 500}
-    validate_message("payments.refunded", refunded)
+def test_refunded_message_matches_its_schema() -> None:
+    refund = Refund(uid="r-uid", refund_id="0b6f3c1e-8a51-5a8e-9d0e-3f2b1c4d5e6f", provider_refund_id="re_1",
+                    amount_minor=500, reason="requested_by_customer")
+    message = refund_message(PAYMENT, refund, Topics(), "kubepay")
+    value = json.loads(message.encoded_value())
+    validate_message("payments.refunded", value)
+    assert (value["amount_refunded"], value["amount_refunded_minor"]) == ("5.00", 500)
     with pytest.raises(jsonschema.ValidationError):
-        validate_message("payments.refunded", {**message.value, "status": "refunded"})
+        validate_message("payments.refunded", {k: v for k, v in value.items() if k != "refund_id"})
 
 
 def test_sample_order_matches_the_schema_and_is_parsed_exactly() -> None:
