@@ -222,3 +222,11 @@ async def admission_review(running: Any, path: str, operation: str, obj: dict[st
         assert response.status == 200, await response.text()
         answer: dict[str, Any] = (await response.json())["response"]
         return answer
+
+
+async def stays(probe: Callable[[], Awaitable[bool]], duration: float, what: str) -> None:
+    """Assert that `probe` holds throughout `duration` seconds (for things that must NOT happen)."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        assert await probe(), f"{what} stopped holding"
+        await asyncio.sleep(0.1)
