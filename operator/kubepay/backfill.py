@@ -17,12 +17,14 @@ SLACK = 300
 
 
 async def replay_missed_events(rt: Runtime) -> int:
-    """Apply every handled event created since the ledger's newest entry that the ledger lacks."""
+    """Apply every handled event about our resources, created since the ledger's newest entry, that it lacks."""
     newest = await rt.store.latest_event_created()
     since = (newest - SLACK) if newest else int(time.time()) - DEFAULT_LOOKBACK
     applied = 0
     try:
         async for event in rt.gateway.events_since(since, stripe_events.HANDLED):
+            if not await stripe_events.concerns(event, rt.store, rt.settings.namespace):
+                continue
             outcome = await stripe_events.handle(event, rt.store, rt.kube, rt.settings.namespace)
             applied += outcome == "applied"
     except (StripeRejected, StripeUnavailable) as exc:

@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from kubepay import backfill, downstream, identity, metrics
+from kubepay import backfill, downstream, identity, metrics, orders_consumer
 from kubepay.conditions import set_condition
 from kubepay.config import Settings
 from kubepay.intents import AdoptionRefused, AmountLocked, adopt_intent, create_intent, reconcile_spec
@@ -76,10 +76,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
     rt = memo["runtime"] = await Runtime.start(config)
     replayed = await backfill.replay_missed_events(rt)
     logger.info("backfill from Stripe's Events API applied %d missed event(s)", replayed)
+    if config.orders_consumer_in_operator:
+        memo["orders_consumer"] = await orders_consumer.start_background(config, rt.kube)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "orders_consumer" in memo:
+        await memo["orders_consumer"].stop()
     if "runtime" in memo:
         await runtime(memo).close()
 

@@ -36,6 +36,16 @@ def intent_id_of(event: dict[str, Any]) -> str | None:
     return str(found) if isinstance(found, str) else None
 
 
+async def concerns(event: dict[str, Any], store: Store, namespace: str | None) -> bool:
+    """Whether the event is about a resource this controller manages (Stripe accounts are shared)."""
+    obj = event["data"]["object"]
+    if event["type"] in CHARGE_EVENTS:
+        found = await store.find_resource_by_intent(str(obj.get("payment_intent")))
+        return found is not None and (namespace is None or found[0] == namespace)
+    target = _target(obj.get("metadata") or {})
+    return target is not None and (namespace is None or target[0] == namespace)
+
+
 async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespace: str | None = None) -> str:
     """Record in the ledger, then apply once. Returns the outcome; outages propagate (retry later).
 

@@ -109,3 +109,15 @@ async def test_orders_become_one_payment_each_and_poison_goes_to_the_dlq(
     await wait_for(lambda: kube.get_pi(ns, "order-5004"), what="the resource of order 5004")
     assert len(await _raw_messages(sandbox, topics.orders_dlq, 3, timeout=1.0, exact=True)) == 3
     assert "order 5001" not in restarted.logs() and "5001" not in restarted.logs()
+
+
+async def test_the_consumer_can_run_inside_the_controller(sandbox: Sandbox, tenant: Tenant, kube: Kube) -> None:
+    await tenant.process("operator", KUBEPAY_ORDERS_CONSUMER="true").start()
+    await _produce(sandbox, tenant.topics.orders_created, [("9101", json.dumps(_order("9101", "4.20")).encode())])
+
+    async def created() -> list[dict[str, Any]]:
+        return [pi for pi in await _payment_intents(kube, tenant.namespace) if pi["spec"]["orderId"] == "9101"]
+    [pi] = await wait_for(created, what="the PaymentIntent for order 9101")
+    assert (pi["spec"]["amount"], pi["spec"]["currency"]) == (420, "usd")
+    await kube.wait_pi(tenant.namespace, pi["metadata"]["name"],
+                       lambda o: bool(o.get("status", {}).get("stripe")), what="a Stripe intent")
