@@ -75,6 +75,21 @@ def due(body: dict[str, Any], published: list[str]) -> list[str]:
     return milestones
 
 
+def _published(body: dict[str, Any], known: Sequence[str]) -> list[str]:
+    """What status says was published, plus what this process published and may not see echoed yet."""
+    return list(dict.fromkeys([*((body.get("status") or {}).get("published") or []), *known]))
+
+
+async def _record_published(kube: KubeClient, plural: str, body: dict[str, Any], published: list[str],
+                            new: list[str]) -> list[str]:
+    """The watermark: only the controller writes `published`, one daemon per resource, so no precondition."""
+    meta = body["metadata"]
+    published = published + new
+    await kube.patch_status(plural, meta["namespace"], meta["name"], {"published": published}, None)
+    log.info("published %s for %s/%s", ",".join(new), meta["namespace"], meta["name"])
+    return published
+
+
 async def sync(
     body: dict[str, Any],
     store: Store,
@@ -88,8 +103,7 @@ async def sync(
     `known_published` is what this process recorded itself and may not have seen echoed back by the
     watch yet. Returns the full published list.
     """
-    status = body.get("status") or {}
-    published = list(dict.fromkeys([*(status.get("published") or []), *known_published]))
+    published = _published(body, known_published)
     if not ready_for_downstream(body):
         return published
     await store.upsert_payment(row_of(body))
@@ -101,12 +115,7 @@ async def sync(
         [m for milestone in milestones for m in events.messages_for(milestone, payment, settings.topics,
                                                                      settings.source)]
     )
-    meta = body["metadata"]
-    # Only the controller writes `published`, one daemon per resource: no precondition needed.
-    published += milestones
-    await kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"], {"published": published}, None)
-    log.info("published %s for %s/%s", ",".join(milestones), meta["namespace"], meta["name"])
-    return published
+    return await _record_published(kube, PAYMENT_INTENTS, body, published, milestones)
 
 
 async def sync_refund(
@@ -120,7 +129,7 @@ async def sync_refund(
 ) -> list[str]:
     """Mirror a PaymentRefund: its refunds row, and payments.refunded once it succeeded. Returns published."""
     status = body.get("status") or {}
-    published = list(dict.fromkeys([*(status.get("published") or []), *known_published]))
+    published = _published(body, known_published)
     if not status.get("phase") or not status.get("amount"):
         return published
     meta = body["metadata"]
@@ -140,7 +149,4 @@ async def sync_refund(
                            reason=body["spec"].get("reason"))
     await publisher.publish([events.refund_message(payment_of(payment_body), refund, settings.topics,
                                                    settings.source)])
-    published.append(events.REFUNDED)
-    await kube.patch_status(refunds.PAYMENT_REFUNDS, meta["namespace"], meta["name"], {"published": published}, None)
-    log.info("published refunded for %s/%s", meta["namespace"], meta["name"])
-    return published
+    return await _record_published(kube, refunds.PAYMENT_REFUNDS, body, published, [events.REFUNDED])

@@ -85,9 +85,9 @@ def _headers(payment: Payment, milestone: str, ce_type: str, source: str) -> lis
     ]
 
 
-def messages_for(milestone: str, payment: Payment, topics: Topics, source: str) -> list[Message]:
-    """The payments.<milestone> message, plus OrderStatusUpdated where the order's fate is decided."""
-    value: dict[str, Any] = {
+def _payment_value(payment: Payment, milestone: str) -> dict[str, Any]:
+    """The Go service's payment fields, common to every payments.* message."""
+    return {
         "payment_id": payment.payment_id,
         "order_id": payment.order_id,
         "user_id": payment.user_id or "",
@@ -99,6 +99,11 @@ def messages_for(milestone: str, payment: Payment, topics: Topics, source: str) 
         "provider_id": payment.provider_id,
         "status": milestone,
     }
+
+
+def messages_for(milestone: str, payment: Payment, topics: Topics, source: str) -> list[Message]:
+    """The payments.<milestone> message, plus OrderStatusUpdated where the order's fate is decided."""
+    value = _payment_value(payment, milestone)
     if milestone in (FAILED, CANCELED):
         value["reason"] = payment.failure_reason or ""
         value["code"] = payment.failure_code or ""
@@ -134,17 +139,8 @@ class Refund:
 
 
 def refund_message(payment: Payment, refund: Refund, topics: Topics, source: str) -> Message:
-    value: dict[str, Any] = {
-        "payment_id": payment.payment_id,
-        "order_id": payment.order_id,
-        "user_id": payment.user_id or "",
-        "amount": to_decimal_string(payment.amount_minor, payment.currency),
-        "amount_minor": payment.amount_minor,
-        "currency": payment.currency.upper(),
-        "payment_method": payment.payment_method or "",
-        "provider": "stripe",
-        "provider_id": payment.provider_id,
-        "status": REFUNDED,
+    value = {
+        **_payment_value(payment, REFUNDED),
         "refund_id": refund.refund_id,
         "provider_refund_id": refund.provider_refund_id,
         "amount_refunded": to_decimal_string(refund.amount_minor, payment.currency),

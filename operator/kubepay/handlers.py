@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
-import random
 import time
 from typing import Any
 
@@ -15,39 +13,23 @@ import prometheus_client
 from kubepay import backfill, downstream, identity, metrics, orders_consumer
 from kubepay.conditions import set_condition
 from kubepay.config import Settings
+from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
 from kubepay.intents import AdoptionRefused, AmountLocked, adopt_intent, create_intent, reconcile_spec
-from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, Conflict, KubeUnavailable
+from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION
 from kubepay.phases import FINAL, Phase, observe_intent
-from kubepay.publisher import PublishFailed
 from kubepay.runtime import Runtime
 from kubepay.status_writer import apply_observation
-from kubepay.store import StoreUnavailable
-from kubepay.stripe_gateway import StripeRejected, StripeUnavailable
+from kubepay.stripe_gateway import StripeRejected
 
-Logger = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
-RETRYABLE = (StripeUnavailable, KubeUnavailable, StoreUnavailable, PublishFailed, Conflict)
 CANCELABLE = {"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action"}
 PAUSED_ANNOTATION = "kubepay.io/paused"
-MAX_BACKOFF = 300.0
 # The finalizer gives up (and says so in a Warning event) rather than block deletion forever.
 FINALIZER_MAX_TRIES = 5
-
-
-def backoff(retry: int, base: float = 1.0) -> float:
-    return float(min(MAX_BACKOFF, base * 2 ** min(retry, 10)) * random.uniform(0.8, 1.2))
 
 
 def runtime(memo: kopf.Memo) -> Runtime:
     rt: Runtime = memo["runtime"]
     return rt
-
-
-def wake_event(memo: kopf.Memo) -> asyncio.Event:
-    """One per resource: the watch-event handler sets it, the resource's daemon waits on it."""
-    event: asyncio.Event | None = memo.get("wake")
-    if event is None:
-        event = memo["wake"] = asyncio.Event()
-    return event
 
 
 def is_paused(body: kopf.Body | dict[str, Any]) -> bool:
@@ -153,40 +135,30 @@ async def wake(memo: kopf.Memo, **_: Any) -> None:
 async def mirror(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
     """Per resource, for its lifetime: follow the spec, mirror status downstream, resync Stripe when idle."""
     rt = runtime(memo)
-    signal = wake_event(memo)
-    last_phase = body.get("status", {}).get("phase")
-    paused = False
-    published: list[str] = []
-    failures = 0
-    resync_due = True  # catch up with Stripe once at start: webhooks may have been lost while we were away
-    while True:
-        signal.clear()
+    state: dict[str, Any] = {
+        "phase": body.get("status", {}).get("phase"),
+        "paused": False,
+        "published": [],
+        "resync": True,  # catch up with Stripe once at start: webhooks may have been lost while we were away
+    }
+
+    async def step() -> float | None:
         snapshot = copy.deepcopy(dict(body))
-        if is_paused(snapshot) != paused:
-            paused = not paused
-            await _announce_pause(rt, body, snapshot, paused)
-        if paused:
-            await signal.wait()
-            continue
-        last_phase = _announce_transition(body, snapshot, last_phase)
-        try:
-            if resync_due and snapshot.get("status", {}).get("phase") not in FINAL:
-                await _resync(rt, snapshot, logger)
-            resync_due = False
-            await _follow_spec(rt, body, snapshot)
-            published = await downstream.sync(snapshot, rt.store, rt.publisher, rt.kube, rt.settings, published)
-            failures = 0
-        except RETRYABLE as exc:
-            failures += 1
-            logger.warning("reconciling failed, retrying: %s", exc)
-            await asyncio.sleep(backoff(failures))
-            continue
-        phase = snapshot.get("status", {}).get("phase")
-        idle = None if phase in FINAL else rt.settings.resync_seconds * random.uniform(0.9, 1.1)
-        try:
-            await asyncio.wait_for(signal.wait(), timeout=idle)
-        except TimeoutError:
-            resync_due = True
+        if is_paused(snapshot) != state["paused"]:
+            await _announce_pause(rt, body, snapshot, not state["paused"])
+            state["paused"] = not state["paused"]
+        if state["paused"]:
+            return None
+        state["phase"] = _announce_transition(body, snapshot, state["phase"])
+        if state["resync"] and snapshot.get("status", {}).get("phase") not in FINAL:
+            await _resync(rt, snapshot, logger)
+        state["resync"] = False
+        await _follow_spec(rt, body, snapshot)
+        state["published"] = await downstream.sync(snapshot, rt.store, rt.publisher, rt.kube, rt.settings,
+                                                   state["published"])
+        return None if snapshot.get("status", {}).get("phase") in FINAL else jittered(rt.settings.resync_seconds)
+
+    await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True), logger)
 
 
 async def _announce_pause(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any], paused: bool) -> None:

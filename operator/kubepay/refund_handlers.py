@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import time
@@ -12,7 +11,8 @@ import kopf
 
 from kubepay import downstream, identity
 from kubepay.conditions import set_condition
-from kubepay.handlers import RETRYABLE, Logger, backoff, runtime, wake_event
+from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
+from kubepay.handlers import runtime
 from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, NotFound
 from kubepay.phases import observe_intent
 from kubepay.refunds import (
@@ -112,39 +112,26 @@ async def wake_refund(memo: kopf.Memo, **_: Any) -> None:
 async def mirror_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
     """Mirror the refund downstream and keep the parent PaymentIntent's refunded amount true."""
     rt = runtime(memo)
-    signal = wake_event(memo)
-    published: list[str] = []
-    last_phase: str | None = body.get("status", {}).get("phase")
-    failures = 0
-    while True:
-        signal.clear()
+    state: dict[str, Any] = {"phase": body.get("status", {}).get("phase"), "published": [], "resync": False}
+
+    async def step() -> float | None:
         snapshot = copy.deepcopy(dict(body))
-        status = snapshot.get("status") or {}
-        phase = status.get("phase")
-        try:
-            parent = await parent_of(rt, snapshot["metadata"]["namespace"], snapshot["spec"])
-            if parent is not None:
-                if phase != last_phase and phase:
-                    await _refresh_parent(rt, parent)
-                    kopf.event(body, type="Warning" if phase == RefundPhase.FAILED.value else "Normal",
-                               reason=f"Refund{phase}", message=f"Refund phase {last_phase or 'none'} -> {phase}")
-                    last_phase = phase
-                published = await downstream.sync_refund(snapshot, parent, rt.store, rt.publisher, rt.kube,
-                                                         rt.settings, published)
-            failures = 0
-        except RETRYABLE as exc:
-            failures += 1
-            logger.warning("mirroring the refund failed, retrying: %s", exc)
-            await asyncio.sleep(backoff(failures))
-            continue
-        if phase in FINAL and not signal.is_set():
-            idle: float | None = None
-        else:
-            idle = rt.settings.resync_seconds
-        try:
-            await asyncio.wait_for(signal.wait(), timeout=idle)
-        except TimeoutError:
+        if state["resync"]:
+            state["resync"] = False
             await _resync_refund(rt, snapshot)
+        phase = (snapshot.get("status") or {}).get("phase")
+        parent = await parent_of(rt, snapshot["metadata"]["namespace"], snapshot["spec"])
+        if parent is not None:
+            if phase and phase != state["phase"]:
+                await _refresh_parent(rt, parent)
+                kopf.event(body, type="Warning" if phase == RefundPhase.FAILED.value else "Normal",
+                           reason=f"Refund{phase}", message=f"Refund phase {state['phase'] or 'none'} -> {phase}")
+                state["phase"] = phase
+            state["published"] = await downstream.sync_refund(snapshot, parent, rt.store, rt.publisher, rt.kube,
+                                                              rt.settings, state["published"])
+        return None if phase in FINAL else jittered(rt.settings.resync_seconds)
+
+    await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True), logger)
 
 
 async def _refresh_parent(rt: Runtime, parent: dict[str, Any]) -> None:

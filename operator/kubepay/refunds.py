@@ -21,6 +21,8 @@ class RefundPhase(StrEnum):
 
 
 FINAL = frozenset({RefundPhase.SUCCEEDED, RefundPhase.FAILED, RefundPhase.CANCELED})
+# Stripe: "in rare instances, a refund might fail after it has been marked succeeded".
+LATE_FAILURE = (RefundPhase.SUCCEEDED, RefundPhase.FAILED)
 DB_STATUS = {RefundPhase.PENDING: "pending", RefundPhase.SUCCEEDED: "succeeded", RefundPhase.FAILED: "failed",
              RefundPhase.CANCELED: "canceled"}
 
@@ -104,9 +106,10 @@ def refund_status_patch(body: dict[str, Any], obs: RefundObservation) -> dict[st
     phase_raw = current.get("phase")
     stripe_block = current.get("stripe") or {}
     if phase_raw and stripe_block.get("refundId"):
-        if RefundPhase(phase_raw) in FINAL or obs.created < int(stripe_block.get("lastEventCreated") or 0):
+        current_phase = RefundPhase(phase_raw)
+        if obs.created < int(stripe_block.get("lastEventCreated") or 0) or obs.phase == current_phase:
             return None
-        if obs.phase == RefundPhase(phase_raw):
+        if current_phase in FINAL and (current_phase, obs.phase) != LATE_FAILURE:
             return None
     generation = body["metadata"].get("generation")
     block: dict[str, Any] = {

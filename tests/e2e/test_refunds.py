@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
-from tests.helpers import Kube, admission_review, create_refund, fetch, messages, pay, refund_phase_is, wait_for
+from tests.helpers import (
+    Kube,
+    admission_review,
+    create_refund,
+    deliver,
+    fetch,
+    messages,
+    pay,
+    refund_phase_is,
+    stripe_event,
+    wait_for,
+)
 
 SPEC = {"amount": 1000, "currency": "usd", "userId": "u-7"}
 
@@ -109,3 +121,47 @@ async def test_refund_of_an_unpaid_payment_is_refused(sandbox: Sandbox, running:
     assert refused["status"]["failure"]["code"] == "payment_not_succeeded"
     refunds = await sandbox.stripe.requests_log()
     assert not [r for r in refunds if r["path"] == "/v1/refunds" and "early" in str(r.get("idempotency_key"))]
+
+
+async def test_refund_made_in_the_dashboard_arrives_as_charge_refunded(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns = running.namespace
+    pi = await pay(sandbox.stripe.client(), kube, running, "dash", {**SPEC, "orderId": "7005"})
+    intent_id = pi["status"]["stripe"]["paymentIntentId"]
+    stripe_client = sandbox.stripe.client()
+    await stripe_client.v1.refunds.create_async({"payment_intent": intent_id, "amount": 250})
+    intent = (await stripe_client.v1.payment_intents.retrieve_async(
+        intent_id, {"expand": ["latest_charge"]})).to_dict()
+    charge = intent["latest_charge"]
+    assert charge["amount_refunded"] == 250
+    status, body = await deliver(running.tenant.webhook_url,
+                                 stripe_event("charge.refunded", charge, created=int(time.time()) + 1),
+                                 running.tenant.webhook_secret)
+    assert (status, body["outcome"]) == (200, "applied")
+    parent = await kube.wait_pi(ns, "dash", lambda o: o["status"].get("amountRefunded") == 250, what="250 back")
+    assert parent["status"]["phase"] == "PartiallyRefunded"
+    await wait_for(lambda: _row(running, "SELECT 1 FROM payments WHERE order_id = '7005' "
+                                         "AND status = 'partially_refunded' AND amount_refunded = 250"),
+                   what="row partially refunded")
+
+
+async def test_refund_failing_after_success_is_reported(sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns = running.namespace
+    await pay(sandbox.stripe.client(), kube, running, "late", {**SPEC, "orderId": "7006"})
+    await create_refund(kube, ns, "late-back", {"paymentIntentName": "late", "amount": 300})
+    refund = await refund_phase_is(kube, ns, "late-back", "Succeeded")
+    stripe_refund = (await sandbox.stripe.client().v1.refunds.retrieve_async(
+        refund["status"]["stripe"]["refundId"])).to_dict()
+    failed = {**stripe_refund, "status": "failed", "failure_reason": "expired_or_canceled_card"}
+    url, secret = running.tenant.webhook_url, running.tenant.webhook_secret
+    older = stripe_event("refund.updated", {**stripe_refund, "status": "pending"}, created=int(time.time()) - 60)
+    assert (await deliver(url, older, secret))[1]["outcome"] == "stale"
+    event = stripe_event("refund.failed", failed, created=int(time.time()) + 5)
+    assert (await deliver(url, event, secret))[1]["outcome"] == "applied"
+    refund = await refund_phase_is(kube, ns, "late-back", "Failed")
+    assert refund["status"]["failure"]["message"] == "expired_or_canceled_card"
+    assert refund["status"]["stripe"]["lastEventId"] == event["id"]
+    await wait_for(lambda: _row(running, "SELECT 1 FROM refunds WHERE status = 'failed' "
+                                         "AND failure_reason = 'expired_or_canceled_card'"), what="refund row failed")
+    warnings = [e for e in await kube.events(ns) if e.involved_object.name == "late-back" and e.type == "Warning"]
+    assert any(e.reason == "RefundFailed" for e in warnings)

@@ -36,6 +36,7 @@ from kubepay.kube_client import (
 from kubepay.money import to_decimal_string
 from kubepay.store import PaymentRow, Store, StoreUnavailable
 from kubepay_webhook.openapi import document
+from kubepay_webhook.serving import KUBE, STORE, add_health_routes
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ class ApiConfig:
         self.wait_seconds = wait_seconds
 
 
-STORE: web.AppKey[Store] = web.AppKey("api_store", Store)
-KUBE: web.AppKey[KubeClient] = web.AppKey("api_kube", KubeClient)
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("api_config", ApiConfig)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -341,25 +340,6 @@ async def create_refund(request: web.Request) -> web.Response:
     return web.json_response(_refund_json(refund, payment_id), status=201)
 
 
-async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    problems: dict[str, str] = {}
-    try:
-        await request.app[STORE].ping()
-    except StoreUnavailable as exc:
-        problems["postgres"] = str(exc)
-    try:
-        await request.app[KUBE].ping()
-    except KubeUnavailable as exc:
-        problems["kubernetes"] = str(exc)
-    if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
-
-
 async def openapi(_: web.Request) -> web.Response:
     return web.json_response(document())
 
@@ -371,7 +351,6 @@ def make_api_app(store: Store, kube: KubeClient, config: ApiConfig) -> web.Appli
     app.router.add_get("/payments", list_payments)
     app.router.add_get("/payments/{id}", get_payment)
     app.router.add_post("/payments/{id}/refunds", create_refund)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    add_health_routes(app)
     app.router.add_get("/openapi.json", openapi)
     return app

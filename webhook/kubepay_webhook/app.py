@@ -11,12 +11,11 @@ from kubepay import metrics, stripe_events
 from kubepay.kube_client import Conflict, KubeClient, KubeUnavailable
 from kubepay.store import Store, StoreUnavailable
 from kubepay_webhook import receiver
+from kubepay_webhook.serving import KUBE, STORE, add_health_routes
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-STORE: web.AppKey[Store] = web.AppKey("store", Store)
-KUBE: web.AppKey[KubeClient] = web.AppKey("kube", KubeClient)
 SECRET: web.AppKey[str] = web.AppKey("webhook_secret", str)
 
 
@@ -45,25 +44,6 @@ async def webhook(request: web.Request) -> web.Response:
         return web.json_response({"received": True, "outcome": outcome})
 
 
-async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    problems: dict[str, str] = {}
-    try:
-        await request.app[STORE].ping()
-    except StoreUnavailable as exc:
-        problems["postgres"] = str(exc)
-    try:
-        await request.app[KUBE].ping()
-    except KubeUnavailable as exc:
-        problems["kubernetes"] = str(exc)
-    if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
-
-
 async def metrics_view(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -73,7 +53,6 @@ def make_app(store: Store, kube: KubeClient, webhook_secret: str) -> web.Applica
     app[STORE], app[KUBE], app[SECRET] = store, kube, webhook_secret
     app.router.add_post("/payments/webhook", webhook)
     app.router.add_post("/webhooks/stripe", webhook)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    add_health_routes(app)
     app.router.add_get("/metrics", metrics_view)
     return app

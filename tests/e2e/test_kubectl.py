@@ -1,0 +1,189 @@
+"""What platform engineers do with kubectl works: the real, pinned kubectl binary against the tenant's cluster.
+
+kubectl runs as an asyncio subprocess (the controller, the receiver and the Kubernetes API emulator keep
+running meanwhile), with the tenant's kubeconfig and its own discovery cache folder, so that nothing from
+another run or another cluster on a reused port is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest_asyncio
+import yaml
+
+from kubepay.sandbox.stack import Sandbox
+from kubepay.sandbox.stripe_fake import TEST_CARDS
+from tests.chart.tools import ensure_tools
+from tests.conftest import Running
+from tests.helpers import Kube, confirm_and_notify
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_INTENT = REPO / "examples" / "paymentintent.yaml"
+EXAMPLE_REFUND = REPO / "examples" / "paymentrefund.yaml"
+PI_COLUMNS = ["NAME", "ORDER", "AMOUNT", "CURRENCY", "PHASE", "STRIPE ID", "AGE"]
+PR_COLUMNS = ["NAME", "PAYMENT", "AMOUNT", "REASON", "PHASE", "STRIPE ID", "AGE"]
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def ok(self) -> Result:
+        assert self.returncode == 0, f"kubectl {' '.join(self.args)} exited {self.returncode}: {self.stderr}"
+        return self
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    binary: Path
+    kubeconfig: str
+    namespace: str
+    cache_dir: Path
+
+    async def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> Result:
+        """Run kubectl in the tenant's namespace without blocking the event loop; kill it at the deadline."""
+        argv = (str(self.binary), "--kubeconfig", self.kubeconfig, "--cache-dir", str(self.cache_dir),
+                "-n", self.namespace, *args)
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "KUBECONFIG": self.kubeconfig})
+        try:
+            out, err = await asyncio.wait_for(
+                process.communicate(stdin.encode() if stdin is not None else None), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise AssertionError(f"kubectl {' '.join(args)} still running after {timeout}s") from None
+        return Result(args, process.returncode or 0, out.decode(), err.decode())
+
+    async def table(self, *args: str) -> tuple[list[str], list[list[str]]]:
+        """`kubectl get ...` printed as a table: the header cells and the rows' cells."""
+        result = (await self("get", *args)).ok()
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        assert lines, f"kubectl get {' '.join(args)} printed nothing; stderr: {result.stderr}"
+        cells = [re.split(r"\s{2,}", line.strip()) for line in lines]
+        return cells[0], cells[1:]
+
+    async def row_until(self, resource: str, name: str, wanted: dict[str, str], timeout: float = 30.0
+                        ) -> tuple[list[str], dict[str, str]]:
+        """Poll `kubectl get RESOURCE` until NAME's row shows the wanted column values (a value ending in `*`
+        is a prefix); returns the header and the row by column."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            header, rows = await self.table(resource)
+            by_name = {row[0]: dict(zip(header, row, strict=False)) for row in rows}
+            row = by_name.get(name)
+            last = (header, rows)
+            if row is not None and all(
+                    row.get(column, "").startswith(value[:-1]) if value.endswith("*") else row.get(column) == value
+                    for column, value in wanted.items()):
+                return header, row
+            await asyncio.sleep(0.3)
+        raise AssertionError(f"timed out after {timeout}s waiting for kubectl get {resource} to show {name} "
+                             f"with {wanted}; last table: {last!r}")
+
+
+@pytest_asyncio.fixture()
+async def kubectl(running: Running, tmp_path: Path) -> AsyncIterator[Kubectl]:
+    tools = await asyncio.to_thread(ensure_tools)  # may download once, under a file lock: off the event loop
+    yield Kubectl(tools["kubectl"], running.tenant.env["KUBECONFIG"], running.namespace, tmp_path / "kube-cache")
+
+
+async def test_platform_engineer_pays_and_refunds_with_kubectl(
+        sandbox: Sandbox, running: Running, kube: Kube, kubectl: Kubectl) -> None:
+    ns = running.namespace
+
+    # (1) Apply the example as it is, with kubectl's default (strict) validation.
+    applied = (await kubectl("apply", "-f", str(EXAMPLE_INTENT))).ok()
+    assert applied.stdout.strip() == "paymentintent.kubepay.io/order-1111 created", applied.stdout
+    assert "Warning" not in applied.stderr, applied.stderr
+
+    # (2) The printer columns, once the controller has made the Stripe intent.
+    header, row = await kubectl.row_until("pi", "order-1111", {"PHASE": "Pending", "STRIPE ID": "pi_*"})
+    assert header == PI_COLUMNS
+    assert (row["ORDER"], row["AMOUNT"], row["CURRENCY"]) == ("1111", "1200", "usd")
+    assert re.fullmatch(r"pi_[A-Za-z0-9_]+", row["STRIPE ID"]), row
+    assert re.fullmatch(r"\d+[smhd]", row["AGE"]), row
+    intent_id = row["STRIPE ID"]
+    pi = await kube.get_pi(ns, "order-1111")
+    assert pi is not None and pi["status"]["stripe"]["paymentIntentId"] == intent_id
+
+    # (3) kubectl wait, started before the customer pays: it must see the condition change on its watch.
+    waiting = asyncio.create_task(kubectl("wait", "pi/order-1111", "--for=condition=Ready", "--timeout=30s",
+                                          timeout=45.0))
+    await asyncio.sleep(1.0)
+    assert not waiting.done(), f"kubectl wait returned before the payment: {waiting.result()}"
+    await confirm_and_notify(sandbox.stripe.client(), intent_id, TEST_CARDS["success"],
+                             running.tenant.webhook_url, running.tenant.webhook_secret)
+    waited = (await waiting).ok()
+    assert waited.stdout.strip() == "paymentintent.kubepay.io/order-1111 condition met", waited
+    # ... and once more when the condition already holds.
+    again = (await kubectl("wait", "pi/order-1111", "--for=condition=Ready", "--timeout=30s")).ok()
+    assert again.stdout.strip() == "paymentintent.kubepay.io/order-1111 condition met", again
+
+    # (4) jsonpath.
+    phase = (await kubectl("get", "pi", "order-1111", "-o", "jsonpath={.status.phase}")).ok()
+    assert phase.stdout == "Succeeded", phase
+
+    # (5) The controller's events about this payment, and only about it.
+    events_header, events = await kubectl.table(
+        "events", "--field-selector", "involvedObject.name=order-1111")
+    assert events_header == ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], events_header
+    assert events, "no events for order-1111"
+    by_reason = {row[2]: row for row in events}
+    assert {"StripeIntentCreated", "Succeeded"} <= set(by_reason), events
+    assert all(row[3] == "paymentintent/order-1111" for row in events), events
+    assert by_reason["Succeeded"][1] == "Normal", events
+
+    # (6) A refund, with its own printer columns.
+    refund = yaml.safe_load(EXAMPLE_REFUND.read_text())
+    assert refund["spec"]["paymentIntentName"] == "order-1111"
+    (await kubectl("apply", "-f", str(EXAMPLE_REFUND))).ok()
+    header, row = await kubectl.row_until("pr", refund["metadata"]["name"], {"PHASE": "Succeeded"})
+    assert header == PR_COLUMNS
+    assert (row["PAYMENT"], row["AMOUNT"], row["REASON"]) == (
+        "order-1111", str(refund["spec"]["amount"]), refund["spec"]["reason"])
+    assert re.fullmatch(r"re_[A-Za-z0-9_]+", row["STRIPE ID"]), row
+    parent = (await kubectl("get", "pi", "order-1111", "-o",
+                            "jsonpath={.status.phase} {.status.amountRefunded}")).ok()
+    assert parent.stdout == f"PartiallyRefunded {refund['spec']['amount']}", parent
+
+
+async def test_kubectl_apply_of_an_invalid_payment_names_the_field(running: Running, kubectl: Kubectl) -> None:
+    invalid = yaml.safe_load(EXAMPLE_INTENT.read_text())
+    invalid["metadata"]["name"] = "order-zero"
+    invalid["spec"]["amount"] = 0
+
+    result = await kubectl("apply", "-f", "-", stdin=yaml.safe_dump(invalid))
+
+    assert result.returncode != 0, result
+    assert "spec.amount" in result.stderr, result.stderr
+    assert "greater than or equal to 1" in result.stderr, result.stderr
+    assert 'PaymentIntent.kubepay.io "order-zero" is invalid' in result.stderr, result.stderr
+    listing = (await kubectl("get", "pi", "order-zero", "--ignore-not-found")).ok()
+    assert listing.stdout == "", listing
+
+
+def test_the_invalid_example_is_invalid_only_for_its_amount() -> None:
+    """Guards the test above: the only thing wrong with the document it applies is the amount."""
+    from kubepay.sandbox.kube import validate_custom_resource
+
+    crd = yaml.safe_load((REPO / "crds" / "paymentintents.kubepay.io.yaml").read_text())
+    invalid = yaml.safe_load(EXAMPLE_INTENT.read_text())
+    invalid["spec"]["amount"] = 0
+    [message] = validate_custom_resource(crd, invalid)
+    assert message.startswith("spec.amount: "), message
