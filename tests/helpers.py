@@ -230,3 +230,9 @@ async def stays(probe: Callable[[], Awaitable[bool]], duration: float, what: str
     while time.monotonic() < deadline:
         assert await probe(), f"{what} stopped holding"
         await asyncio.sleep(0.1)
+
+
+async def no_messages(kafka: KafkaBroker, topic: str, order_id: str, within: float = 1.5) -> None:
+    """Nothing for this order on the topic (read for `within` seconds, from the beginning)."""
+    found = [m for m in await kafka.read_topic(topic, min_messages=10**6, timeout=within) if m.key == order_id]
+    assert found == [], f"unexpected messages for order {order_id} on {topic}: {found}"

@@ -28,7 +28,8 @@ def payment_of(body: dict[str, Any]) -> events.Payment:
         payment_id=status.get("paymentId") or str(payment_id(meta["uid"])),
         order_id=spec["orderId"],
         user_id=spec.get("userId"),
-        amount_minor=int(spec["amount"]),
+        # What Stripe charges; the spec may ask for more than Stripe still allows (Synced=False says so).
+        amount_minor=int(stripe_block.get("amount") or spec["amount"]),
         currency=spec["currency"],
         provider_id=stripe_block.get("paymentIntentId", ""),
         payment_method=stripe_block.get("paymentMethod"),

@@ -141,9 +141,9 @@ async def _follow_amount(rt: Runtime, body: dict[str, Any], intent_id: str, gene
             text = (f"Stripe no longer allows changing the amount: the payment is {intent['status']}; "
                     f"it stays {intent['amount']} {intent['currency']}")
     conditions = set_condition(status.get("conditions"), "Synced", synced, reason, text, generation)
-    await rt.kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"],
-                               {"observedGeneration": generation, "conditions": conditions},
-                               meta.get("resourceVersion"))
+    await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"],
+                            observe_intent(intent, created=int(time.time())),
+                            always={"observedGeneration": generation, "conditions": conditions})
     if not synced:
         raise AmountLocked(text)
     return message

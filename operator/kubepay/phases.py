@@ -78,6 +78,7 @@ class Observation:
     payment_method: str | None = None
     amount_refunded: int | None = None
     amount_capturable: int | None = None
+    amount: int | None = None
 
 
 def supersedes(current: dict[str, Any], new: Observation) -> bool:
@@ -95,7 +96,9 @@ def supersedes(current: dict[str, Any], new: Observation) -> bool:
     if new.created > last_created:
         return True
     if new.created == last_created:
-        return RANK[new.phase] > RANK[phase]
+        # Within one second a later state wins; a read of Stripe (no event id) also refreshes the same state,
+        # since it shows Stripe as it is now (an amount change, a capturable amount).
+        return RANK[new.phase] > RANK[phase] or (new.event_id is None and RANK[new.phase] == RANK[phase])
     return False
 
 
@@ -141,6 +144,7 @@ def observe_intent(intent: dict[str, Any], created: int, event_id: str | None = 
         payment_method=str(payment_method) if payment_method else None,
         amount_refunded=refunded,
         amount_capturable=int(intent["amount_capturable"]) if intent.get("amount_capturable") is not None else None,
+        amount=int(intent["amount"]) if intent.get("amount") is not None else None,
     )
 
 

@@ -61,6 +61,8 @@ def observation_status(current: dict[str, Any], obs: Observation, generation: in
         stripe_block["lastEventId"] = obs.event_id
     if obs.payment_method:
         stripe_block["paymentMethod"] = obs.payment_method
+    if obs.amount is not None:
+        stripe_block["amount"] = obs.amount
     patch: dict[str, Any] = {
         "phase": obs.phase.value,
         "stripe": stripe_block,

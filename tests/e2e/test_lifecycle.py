@@ -14,6 +14,7 @@ from tests.helpers import (
     confirm_and_notify,
     fetch,
     messages,
+    no_messages,
     pay,
     stays,
     stripe_id,
@@ -100,6 +101,8 @@ async def test_delete_with_orphan_leaves_stripe_alone(sandbox: Sandbox, running:
     assert row is not None
     assert row["status"] == "pending"
     assert not [r for r in await sandbox.stripe.requests_log() if r["path"].endswith(f"{intent_id}/cancel")]
+    await messages(sandbox.kafka, running.tenant.topics.initiated, "8003", 1)
+    await no_messages(sandbox.kafka, running.tenant.topics.canceled, "8003")
 
 
 async def test_delete_of_a_succeeded_payment_does_not_touch_stripe(
@@ -115,6 +118,8 @@ async def test_delete_of_a_succeeded_payment_does_not_touch_stripe(
     row = await _row(running, "8004")
     assert row is not None
     assert row["status"] == "succeeded"
+    await messages(sandbox.kafka, running.tenant.topics.succeeded, "8004", 1)
+    await no_messages(sandbox.kafka, running.tenant.topics.canceled, "8004")
 
 
 async def test_amount_change_before_and_after_confirmation(sandbox: Sandbox, running: Running, kube: Kube) -> None:
@@ -142,6 +147,11 @@ async def test_amount_change_before_and_after_confirmation(sandbox: Sandbox, run
     assert (synced["status"], synced["reason"]) == ("False", "AmountLocked")
     assert "succeeded" in synced["message"]
     assert (await _intent(sandbox, intent_id))["amount"] == 1500
+    row = await _row(running, "8005")
+    assert row is not None
+    assert (row["amount"], row["status"]) == (1500, "succeeded")
+    [succeeded] = await messages(sandbox.kafka, running.tenant.topics.succeeded, "8005", 1)
+    assert succeeded.value["amount_minor"] == 1500
 
 
 async def _amount_row(running: Running, order_id: str, amount: int) -> dict[str, Any] | None:
@@ -169,7 +179,10 @@ async def test_adoption_of_an_existing_intent_and_refusal_on_mismatch(
     await confirm_and_notify(stripe_client, outside["id"], "pm_card_visa", running.tenant.webhook_url,
                              running.tenant.webhook_secret)
     await kube.phase_is(ns, "adopted", "Succeeded")
-    await messages(sandbox.kafka, running.tenant.topics.succeeded, "8006", 1)
+    [succeeded] = await messages(sandbox.kafka, running.tenant.topics.succeeded, "8006", 1)
+    assert succeeded.value["provider_id"] == outside["id"]
+    row = await wait_for(lambda: _status_row(running, "8006", "succeeded"), what="row succeeded")
+    assert row["provider_payment_id"] == outside["id"]
 
     other = (await stripe_client.v1.payment_intents.create_async({"amount": 900, "currency": "usd"})).to_dict()
     await kube.create_pi(ns, "mismatch", {"orderId": "8007", "amount": 800, "currency": "usd",
@@ -181,6 +194,8 @@ async def test_adoption_of_an_existing_intent_and_refusal_on_mismatch(
     message = {c["type"]: c for c in refused["status"]["conditions"]}["Synced"]["message"]
     assert "900 usd" in message and "800 usd" in message
     assert "kubepay_uid" not in (await _intent(sandbox, other["id"]))["metadata"]
+    assert await _row(running, "8007") is None
+    await no_messages(sandbox.kafka, running.tenant.topics.initiated, "8007")
     warnings = [e for e in await kube.events(ns) if e.involved_object.name == "mismatch" and e.type == "Warning"]
     assert any(e.reason == "AdoptionRefused" for e in warnings)
 
@@ -246,6 +261,9 @@ async def test_pause_and_resume(sandbox: Sandbox, running: Running, kube: Kube) 
     assert "paused" not in pi["status"]
     reasons = [e.reason for e in await kube.events(ns) if e.involved_object.name == "frozen"]
     assert "Resumed" in reasons
+    await wait_for(lambda: _amount_row(running, "8010", 1300), what="row amount 1300 after resuming")
+    [initiated] = await messages(sandbox.kafka, running.tenant.topics.initiated, "8010", 1)
+    assert initiated.value["provider_id"] == intent_id
 
 
 async def test_stripe_payment_intent_id_is_immutable(running: Running, kube: Kube) -> None:

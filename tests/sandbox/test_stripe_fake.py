@@ -4,8 +4,8 @@ like Stripe, exercised through the real stripe SDK."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -16,6 +16,7 @@ import stripe
 from aiohttp import web
 from stripe.params import PaymentIntentCreateParams, PaymentMethodCreateParams
 
+from kubepay.sandbox.child import free_port
 from kubepay.sandbox.stripe_fake import TEST_CARDS, StripeFake
 
 DEADLINE = 10.0
@@ -336,15 +337,9 @@ async def test_fault_list_and_clear(fake: StripeFake) -> None:
     assert await fake.faults() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def test_register_webhook_delivers_signed_events(fake: StripeFake, client: stripe.StripeClient) -> None:
-    secret = "whsec_kubepay_test"
+@contextlib.asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[tuple[str, asyncio.Queue[tuple[bytes, str]]]]:
+    """A local HTTP endpoint for the fake's webhooks: its URL, and a queue of (payload, Stripe-Signature)."""
     received: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
 
     async def receive(request: web.Request) -> web.Response:
@@ -355,10 +350,18 @@ async def test_register_webhook_delivers_signed_events(fake: StripeFake, client:
     app.router.add_post("/webhook", receive)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        await fake.register_webhook(f"http://127.0.0.1:{port}/webhook", secret, ["payment_intent.succeeded"])
+        yield f"http://127.0.0.1:{port}/webhook", received
+    finally:
+        await runner.cleanup()
+
+
+async def test_register_webhook_delivers_signed_events(fake: StripeFake, client: stripe.StripeClient) -> None:
+    secret = "whsec_kubepay_test"
+    async with webhook_receiver() as (url, received):
+        await fake.register_webhook(url, secret, ["payment_intent.succeeded"])
         intent = await client.v1.payment_intents.create_async(params())
         await client.v1.payment_intents.confirm_async(intent.id, {"payment_method": TEST_CARDS["success"]})
 
@@ -370,8 +373,6 @@ async def test_register_webhook_delivers_signed_events(fake: StripeFake, client:
         assert event.data.object["metadata"].to_dict() == {"order_id": "1111"}
         with pytest.raises(stripe.SignatureVerificationError):
             stripe.Webhook.construct_event(payload, signature, "whsec_wrong")
-    finally:
-        await runner.cleanup()
 
 
 async def test_reset_forgets_objects_and_keys(fake: StripeFake, client: stripe.StripeClient) -> None:
@@ -591,21 +592,9 @@ async def test_events_paginate_newest_first(client: stripe.StripeClient) -> None
 
 async def test_new_events_reach_registered_webhooks(fake: StripeFake, client: stripe.StripeClient) -> None:
     secret = "whsec_kubepay_refunds"
-    received: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
-
-    async def receive(request: web.Request) -> web.Response:
-        await received.put((await request.read(), request.headers.get("Stripe-Signature", "")))
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/webhook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with webhook_receiver() as (url, received):
         wanted = ["charge.refunded", "refund.created", "payment_intent.canceled"]
-        await fake.register_webhook(f"http://127.0.0.1:{port}/webhook", secret, wanted)
+        await fake.register_webhook(url, secret, wanted)
         intent = await _succeeded(client)
         await client.v1.refunds.create_async({"payment_intent": intent.id})
         other = await client.v1.payment_intents.create_async(params())
@@ -615,8 +604,6 @@ async def test_new_events_reach_registered_webhooks(fake: StripeFake, client: st
             payload, signature = await asyncio.wait_for(received.get(), DEADLINE)
             types.add(stripe.Webhook.construct_event(payload, signature, secret).type)
         assert types == set(wanted)
-    finally:
-        await runner.cleanup()
 
 
 async def test_failed_three_d_secure_authentication_is_a_payment_failed_event(client: stripe.StripeClient) -> None:

