@@ -7,7 +7,6 @@ from typing import Any
 
 from kubepay import identity
 from kubepay.conditions import set_condition
-from kubepay.kube_client import PAYMENT_INTENTS
 from kubepay.phases import Phase, observe_intent
 from kubepay.runtime import Runtime
 from kubepay.status_writer import apply_observation
