@@ -232,6 +232,16 @@ def test_namespaced_controller_gets_a_role_not_cluster_wide_access(all_objects: 
             assert subject["namespace"] == NAMESPACE
 
 
+def test_orders_consumer_in_the_controller(all_objects: list[Doc], default_objects: list[Doc]) -> None:
+    assert grants(rules_of(all_objects, "controller"), "paymentintents", "create", "kubepay.io")
+    assert not grants(rules_of(default_objects, "controller"), "paymentintents", "create", "kubepay.io")
+    [controller] = [o for o in find(all_objects, "Deployment")
+                    if o["metadata"]["labels"]["app.kubernetes.io/component"] == "controller"]
+    env = {e["name"]: e.get("value") for e in containers(controller)[0]["env"]}
+    assert env["KUBEPAY_ORDERS_CONSUMER"] == "true"
+    assert env["KUBEPAY_ORDERS_NAMESPACE"] == "payments"  # where this controller is allowed to create
+
+
 def test_api_rbac_when_enabled(all_objects: list[Doc], default_objects: list[Doc]) -> None:
     rules = rules_of(all_objects, "api")
     assert grants(rules, "paymentintents", "create", "kubepay.io") and grants(rules, "secrets", "get")

@@ -189,6 +189,72 @@ async def test_discovery_lists_crds_and_builtins(http: aiohttp.ClientSession) ->
     assert versions["versions"] == ["v1"]
 
 
+async def test_discovery_as_kubectl_reads_it(http: aiohttp.ClientSession) -> None:
+    _, core = await request(http, "GET", "/api/v1")
+    assert core["groupVersion"] == "v1"  # not "/v1": kubectl would know no core resource
+    _, resources = await request(http, "GET", "/apis/example.com/v1")
+    by_name = {r["name"]: r for r in resources["resources"]}
+    status = by_name["widgets/status"]
+    assert sorted(status["verbs"]) == ["get", "patch", "update"]
+    assert "shortNames" not in status and "categories" not in status  # "wg" names widgets only
+    assert status["singularName"] == ""
+
+
+async def test_openapi_v3_says_the_server_validates_fields(http: aiohttp.ClientSession) -> None:
+    _, root = await request(http, "GET", "/openapi/v3")
+    assert {"api/v1", "apis/example.com/v1"} <= set(root["paths"])
+    _, doc = await request(http, "GET", root["paths"]["apis/example.com/v1"]["serverRelativeURL"])
+    patch = doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "example.com", "version": "v1", "kind": "Widget"}
+    assert "fieldValidation" in [p["name"] for p in patch["parameters"] if p["in"] == "query"]
+    assert "application/strategic-merge-patch+json" not in patch["requestBody"]["content"]
+    schema = doc["components"]["schemas"]["com.example.v1.Widget"]
+    assert schema["properties"]["spec"]["properties"]["size"]["minimum"] == 1
+    status, _ = await request(http, "GET", "/openapi/v3/apis/nothing.example/v1")
+    assert status == 404
+
+
+async def test_field_validation_strict_warn_and_ignore(http: aiohttp.ClientSession) -> None:
+    url = "/apis/example.com/v1/namespaces/default/widgets"
+    typo = {**widget("typo"), "spec": {"size": 1, "code": "abc", "sise": 2}}
+    status, error = await request(http, "POST", f"{url}?fieldValidation=Strict", typo)
+    assert status == 400, error
+    assert error["message"] == ('Widget in version "v1" cannot be handled as a Widget: strict decoding error: '
+                                'unknown field "spec.sise"')
+    status, _ = await request(http, "POST", f"{url}?fieldValidation=Bogus", typo)
+    assert status == 400
+    async with http.post(url, json=typo) as response:  # Warn is the default
+        assert response.status == 201
+        assert response.headers.getall("Warning") == ['299 - "unknown field \\"spec.sise\\""']
+        assert "sise" not in (await response.json())["spec"]  # pruned
+    async with http.patch(f"{url}/typo/status?fieldValidation=Ignore", json={"status": {"phaze": "x"}},
+                          headers={"Content-Type": "application/merge-patch+json"}) as response:
+        assert response.status == 200 and "Warning" not in response.headers
+    # The main resource's write ignores status (and says nothing about it), as the real server does.
+    status, _ = await request(http, "PUT", f"{url}/typo?fieldValidation=Strict",
+                              {**(await request(http, "GET", f"{url}/typo"))[1], "status": {"phaze": "x"}})
+    assert status == 200
+
+
+async def test_builtin_tables_have_the_servers_columns(http: aiohttp.ClientSession) -> None:
+    await create(http, "/api/v1/namespaces/default/events", {
+        "metadata": {"name": "e1"}, "type": "Warning", "reason": "Tested", "message": " hi ",
+        "involvedObject": {"kind": "Widget", "name": "w1"}, "count": 3,
+        "eventTime": "2020-01-01T00:00:00.123456Z", "source": {"component": "kopf"}})
+    _, table = await request(http, "GET", "/api/v1/namespaces/default/events",
+                             headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    assert [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0] == [
+        "Last Seen", "Type", "Reason", "Object", "Message"]
+    [row] = table["rows"]
+    cells = dict(zip([c["name"] for c in table["columnDefinitions"]], row["cells"], strict=True))
+    assert cells["Last Seen"].endswith("d") and cells["Type"] == "Warning" and cells["Reason"] == "Tested"
+    assert (cells["Object"], cells["Message"], cells["Count"], cells["Source"]) == ("widget/w1", "hi", 3, "kopf")
+    _, table = await request(http, "GET", "/api/v1/namespaces",
+                             headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Status", "Age"]
+    assert ["default", "Active"] in [row["cells"][:2] for row in table["rows"]]
+
+
 async def test_namespaces_are_cluster_scoped_objects(http: aiohttp.ClientSession) -> None:
     status, namespaces = await request(http, "GET", "/api/v1/namespaces")
     assert status == 200

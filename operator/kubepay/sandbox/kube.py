@@ -8,7 +8,13 @@ stale resourceVersion, merge/JSON/strategic patches (a failed JSON-patch ``test`
 the status subresource kept apart from the main object, CRD schema validation, pruning and
 defaulting, finalizers and ``deletionTimestamp``, garbage collection through ownerReferences,
 typed lists, label and field selectors, and watches that resume from a resourceVersion
-(410 Gone when it is older than the in-memory history).
+(410 Gone when it is older than the in-memory history). For kubectl it also serves
+``/openapi/v3`` (every group-version: the CRDs' schemas and the object paths, whose writes take
+``fieldValidation``, so that kubectl's default ``--validate=strict`` leaves validation to the
+server, and ``kubectl explain`` works), honours ``fieldValidation`` (``Strict`` refuses unknown
+fields of custom resources, ``Warn``, the default, prunes them with a ``Warning`` header), and
+renders tables with the server's columns (CRD printer columns; events, namespaces, secrets and
+configmaps as the real server prints them).
 
 How it uses kmock: discovery (``/api``, ``/apis``, ``/apis/GROUP/VERSION``, ``/version``) and
 error rendering come from kmock's :class:`kmock.KubernetesScaffold`, subclassed here. The
@@ -28,7 +34,10 @@ are not evaluated; no admission webhooks, RBAC, managedFields or server-side-app
 ownership (``application/apply-patch+yaml`` is served as a create-or-merge); strategic merge
 patch is a JSON merge patch (``$``-directives dropped); ``propagationPolicy=Foreground`` acts
 like Background; an object whose owners never existed is not collected; a deleted namespace
-takes its objects with it but disappears at once instead of staying ``Terminating``.
+takes its objects with it but disappears at once instead of staying ``Terminating``; no
+``/openapi/v2`` and no protobuf (kubectl's typed commands such as ``kubectl create secret`` send
+protobuf and fail; ``kubectl apply`` and ``get``/``patch``/``wait``/``delete`` use JSON); unknown
+fields are detected only in custom resources (built-in objects are not schema-checked).
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ import base64
 import builtins
 import collections
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import datetime
+import hashlib
 import json
 import random
 import re
@@ -66,6 +77,8 @@ _NAME_CHARS: Final = "bcdfghjklmnpqrstvwxz2456789"  # as the real generateName s
 _DNS1123_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_KEY: Final = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# The warnings of the request being served (each request runs in its own task, hence its own context).
+_WARNINGS: contextvars.ContextVar[builtins.list[str] | None] = contextvars.ContextVar("_WARNINGS", default=None)
 _MAIN_VERBS: Final = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 _STATUS_VERBS: Final = ("get", "patch", "update")
 
@@ -411,6 +424,26 @@ def _normalize(schema: Any, value: Any) -> Any:
     if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         return [_normalize(schema["items"], item) for item in value]
     return value
+
+
+def _unknown_fields(schema: Any, value: Any, parts: builtins.list[str | int]) -> Iterator[str]:
+    """The fields pruning would drop (what ``fieldValidation=Strict`` refuses), as "spec.foo" paths."""
+    if not isinstance(schema, Mapping):
+        return
+    if isinstance(value, dict):
+        properties: Mapping[str, Any] = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields")) or additional is True
+        for key, item in value.items():
+            sub = properties.get(key, additional if isinstance(additional, Mapping) else None)
+            if sub is None:
+                if not preserve:
+                    yield _field_path([*parts, key])
+            else:
+                yield from _unknown_fields(sub, item, [*parts, key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            yield from _unknown_fields(schema["items"], item, [*parts, index])
 
 
 def _normalize_custom_resource(crd: Mapping[str, Any], obj: JsonDict) -> JsonDict:
@@ -768,6 +801,69 @@ def _json_path(obj: Any, path: str) -> Any:
     return node
 
 
+# The server's own table columns (name, priority) of the built-in resources, as kubectl get prints them.
+_BUILTIN_COLUMNS: Final[dict[str, tuple[tuple[str, int], ...]]] = {
+    "namespaces": (("Name", 0), ("Status", 0), ("Age", 0)),
+    "secrets": (("Name", 0), ("Type", 0), ("Data", 0), ("Age", 0)),
+    "configmaps": (("Name", 0), ("Data", 0), ("Age", 0)),
+    "events": (
+        ("Last Seen", 0),
+        ("Type", 0),
+        ("Reason", 0),
+        ("Object", 0),
+        ("Subobject", 1),
+        ("Source", 1),
+        ("Message", 0),
+        ("First Seen", 1),
+        ("Count", 1),
+        ("Name", 1),
+    ),
+}
+
+
+def _builtin_cells(plural: str, obj: Mapping[str, Any]) -> builtins.list[Any]:
+    meta = obj.get("metadata") or {}
+    age = _human_age(meta.get("creationTimestamp"))
+    if plural == "namespaces":
+        return [meta.get("name"), (obj.get("status") or {}).get("phase", ""), age]
+    if plural == "secrets":
+        return [meta.get("name"), obj.get("type", ""), len(obj.get("data") or {}), age]
+    if plural == "configmaps":
+        return [meta.get("name"), len(obj.get("data") or {}) + len(obj.get("binaryData") or {}), age]
+    # events, as the API server's event printer renders them
+    first = obj.get("firstTimestamp") or obj.get("eventTime")
+    series = obj.get("series") or {}
+    last = series.get("lastObservedTime") or obj.get("lastTimestamp") or first
+    involved = obj.get("involvedObject") or {}
+    kind = str(involved.get("kind", "")).lower()
+    source = obj.get("source") or {}
+    component = source.get("component") or obj.get("reportingComponent") or ""
+    host = source.get("host") or obj.get("reportingInstance") or ""
+    return [
+        _human_age(_whole_seconds(last)),
+        obj.get("type", ""),
+        obj.get("reason", ""),
+        f"{kind}/{involved['name']}" if involved.get("name") else kind,
+        involved.get("fieldPath", ""),
+        f"{component}, {host}" if host else component,
+        str(obj.get("message", "")).strip(),
+        _human_age(_whole_seconds(first)),
+        int(series.get("count") or obj.get("count") or 1),
+        meta.get("name"),
+    ]
+
+
+def _whole_seconds(timestamp: Any) -> str | None:
+    """RFC 3339 with or without fractions or an offset (events' eventTime is micro-precise) -> "...Z" seconds."""
+    if not timestamp:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Event:
     rv: int
@@ -807,6 +903,21 @@ class _Handler(kmock.KubernetesScaffold):
         # Render errors as Kubernetes Status responses, as kmock does inside ``async with`` — without
         # entering it, whose live-stream feeder is bound to one event loop (we restart on new ones).
         self._errors.append([])
+
+    async def _serve_version(self, request: kmock.Request) -> Any:
+        # kmock lists a subresource like its resource (short names, categories, every verb); a real server lists
+        # "plural/status" with get/patch/update only. Otherwise kubectl warns that "pi" could also mean
+        # "paymentintents/status", and `kubectl get <category>` fails on the subresource.
+        # And it names the core group-version "/v1" instead of "v1", which hides every core resource from kubectl.
+        payload = await super()._serve_version(request)
+        if isinstance(payload, dict) and str(payload.get("groupVersion", "")).startswith("/"):
+            payload["groupVersion"] = payload["groupVersion"][1:]
+        for entry in payload.get("resources", []) if isinstance(payload, dict) else []:
+            if "/" in entry.get("name", ""):
+                entry.update(singularName="", verbs=list(_STATUS_VERBS))
+                entry.pop("shortNames", None)
+                entry.pop("categories", None)
+        return payload
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if self.emulator is not None:
@@ -1087,10 +1198,13 @@ class KubeEmulator:
 
     async def _serve(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse | None:
         try:
+            if raw.path == "/openapi/v3" or raw.path.startswith("/openapi/v3/"):
+                return self._serve_openapi(raw.path)
             route = self._route(raw.path)
             if route is None:
                 return None
             body = await raw.read()
+            _WARNINGS.set([])
             return await self._dispatch(raw, route, body)
         except _ApiError as exc:
             return exc.response()
@@ -1134,10 +1248,110 @@ class KubeEmulator:
             return self._respond(raw, self._delete(res, namespace, name, options, params))
         raise _ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
+    # ----------------------------------------------------------------------------------------------
+    # OpenAPI v3 (what kubectl reads to learn that the server validates fields itself, and for explain)
+    # ----------------------------------------------------------------------------------------------
+
+    def _group_versions(self) -> dict[str, builtins.list[_Resource]]:
+        """OpenAPI v3 path ("api/v1", "apis/GROUP/VERSION") -> the resources served there."""
+        result: dict[str, builtins.list[_Resource]] = {}
+        for res in self._resources.values():
+            key = f"apis/{res.group}/{res.version}" if res.group else f"api/{res.version}"
+            result.setdefault(key, []).append(res)
+        return result
+
+    def _serve_openapi(self, path: str) -> aiohttp.web.Response:
+        documents = {key: self._openapi_document(resources) for key, resources in self._group_versions().items()}
+        if path.rstrip("/") == "/openapi/v3":
+            paths = {}
+            for key, document in documents.items():
+                digest = hashlib.sha512(json.dumps(document, sort_keys=True).encode()).hexdigest().upper()
+                paths[key] = {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest}"}
+            return aiohttp.web.json_response({"paths": paths})
+        wanted = path[len("/openapi/v3/") :].strip("/")
+        if wanted not in documents:
+            raise _ApiError(404, "NotFound", "the server could not find the requested resource")
+        return aiohttp.web.json_response(documents[wanted])
+
+    @staticmethod
+    def _openapi_document(resources: Sequence[_Resource]) -> JsonDict:
+        """The group-version's document as a real API server shapes it, as far as clients look: one schema per
+        kind (a CRD's openAPIV3Schema) and the object paths, every write taking ``fieldValidation``."""
+        query = [
+            {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+            for name in ("dryRun", "fieldManager", "fieldValidation")
+        ]
+        patch_types = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+        schemas: JsonDict = {}
+        paths: JsonDict = {}
+        for res in sorted(resources, key=lambda r: r.plural):
+            gvk = [{"group": res.group, "version": res.version, "kind": res.kind}]
+            reverse = ".".join(reversed(res.group.split("."))) if res.group else "io.k8s.api.core"
+            name = f"{reverse}.{res.version}.{res.kind}"
+            schema = dict(_crd_schema(res.crd, res.api_version)) if res.crd is not None else {"type": "object"}
+            schemas[name] = {**schema, "x-kubernetes-group-version-kind": gvk}
+            ref = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+            def operation(
+                verb: str,
+                action: str,
+                body: JsonDict | None,
+                params: builtins.list[JsonDict],
+                gvk: builtins.list[JsonDict] = gvk,
+                ref: JsonDict = ref,
+                res: _Resource = res,
+            ) -> JsonDict:
+                op: JsonDict = {
+                    "operationId": f"{verb}{res.kind}",
+                    "parameters": params,
+                    "responses": {"200": {"description": "OK", "content": ref}},
+                    "x-kubernetes-action": action,
+                    "x-kubernetes-group-version-kind": gvk[0],
+                }
+                if body is not None:
+                    op["requestBody"] = {"content": body, "required": True}
+                return op
+
+            patch_body = {t: {"schema": {"type": "object"}} for t in patch_types}
+            prefix = f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
+            collection = (
+                f"{prefix}/namespaces/{{namespace}}/{res.plural}" if res.namespaced else f"{prefix}/{res.plural}"
+            )
+            paths[collection] = {
+                "get": operation("list", "list", None, []),
+                "post": operation("create", "post", ref, query),
+                "delete": operation("deletecollection", "deletecollection", None, []),
+            }
+            paths[f"{collection}/{{name}}"] = {
+                "get": operation("read", "get", None, []),
+                "put": operation("replace", "put", ref, query),
+                "patch": operation("patch", "patch", patch_body, query),
+                "delete": operation("delete", "delete", None, []),
+            }
+            if res.status_subresource:
+                paths[f"{collection}/{{name}}/status"] = {
+                    "get": operation("read", "get", None, []),
+                    "put": operation("replace", "put", ref, query),
+                    "patch": operation("patch", "patch", patch_body, query),
+                }
+            if res.namespaced:
+                paths[f"{prefix}/{res.plural}"] = {"get": operation("list", "list", None, [])}
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "v1.35.0"},
+            "paths": paths,
+            "components": {"schemas": schemas},
+        }
+
     def _respond(self, raw: aiohttp.web.BaseRequest, payload: JsonDict, status: int = 200) -> aiohttp.web.Response:
         if payload.get("kind", "").endswith("List") and "as=Table" in raw.headers.get("Accept", ""):
             payload = self._table(payload)
-        return aiohttp.web.Response(body=json.dumps(payload).encode(), status=status, content_type="application/json")
+        response = aiohttp.web.Response(
+            body=json.dumps(payload).encode(), status=status, content_type="application/json"
+        )
+        for warning in _WARNINGS.get() or ():
+            response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+        return response
 
     def _selector(self, res: _Resource, params: Mapping[str, str]) -> _Selector:
         return _Selector(
@@ -1186,6 +1400,13 @@ class KubeEmulator:
             ),
             None,
         )
+        if res is not None and res.plural in _BUILTIN_COLUMNS:
+            builtin_columns = [
+                {"name": n, "type": "string", "format": "name" if n == "Name" else "", "description": n, "priority": p}
+                for n, p in _BUILTIN_COLUMNS[res.plural]
+            ]
+            builtin_rows = [_builtin_cells(res.plural, item) for item in listing["items"]]
+            return self._table_of(listing, builtin_columns, builtin_rows)
         columns: builtins.list[JsonDict] = [
             {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}
         ]
@@ -1211,9 +1432,18 @@ class KubeEmulator:
             for column, path in zip(columns, paths, strict=True):
                 value = _json_path(item, path)
                 cells.append(_human_age(value) if column["type"] == "date" else value)
+            rows.append(cells)
+        return self._table_of(listing, columns, rows)
+
+    @staticmethod
+    def _table_of(
+        listing: JsonDict, columns: builtins.list[JsonDict], cells: builtins.list[builtins.list[Any]]
+    ) -> JsonDict:
+        rows = []
+        for item, row in zip(listing["items"], cells, strict=True):
             rows.append(
                 {
-                    "cells": cells,
+                    "cells": row,
                     "object": {
                         "kind": "PartialObjectMetadata",
                         "apiVersion": "meta.k8s.io/v1",
@@ -1291,7 +1521,7 @@ class KubeEmulator:
             )
         if res.status_subresource and res.crd is not None:
             obj.pop("status", None)
-        obj = self._prepare(res, obj, None)
+        obj = self._prepare(res, obj, None, params=params)
         if res.plural == "namespaces":
             obj["status"] = {"phase": "Active"}
             obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
@@ -1330,8 +1560,17 @@ class KubeEmulator:
             )
             raise _ApiError.invalid(res, name, [_FieldError("metadata.name", "FieldValueInvalid", detail)])
 
-    def _prepare(self, res: _Resource, obj: JsonDict, old: JsonDict | None, status_only: bool = False) -> JsonDict:
+    def _prepare(
+        self,
+        res: _Resource,
+        obj: JsonDict,
+        old: JsonDict | None,
+        status_only: bool = False,
+        params: Mapping[str, str] | None = None,
+    ) -> JsonDict:
         """The server-side processing common to creates and updates: conversions, pruning, validation."""
+        if res.crd is not None:
+            self._check_fields(res, obj, status_only, (params or {}).get("fieldValidation") or "Warn")
         if res.plural == "secrets":
             string_data = obj.pop("stringData", None) or {}
             data = dict(obj.get("data") or {})
@@ -1357,6 +1596,32 @@ class KubeEmulator:
             if errors:
                 raise _ApiError.invalid(res, obj["metadata"].get("name", ""), errors)
         return obj
+
+    def _check_fields(self, res: _Resource, obj: JsonDict, status_only: bool, directive: str) -> None:
+        """Server-side field validation (``?fieldValidation=``): unknown fields fail, warn or are just pruned."""
+        if directive not in ("Strict", "Warn", "Ignore"):
+            raise _ApiError.bad_request(
+                f"fieldValidation parameter unsupported: {directive}; supported values are Ignore, Warn, Strict"
+            )
+        if directive == "Ignore":
+            return
+        schema = _crd_schema(res.crd or {}, obj.get("apiVersion"))
+        body = {key: value for key, value in obj.items() if key not in ("apiVersion", "kind", "metadata")}
+        unknown = builtins.list(_unknown_fields(schema, body, []))
+        # What the request cannot change anyway is not looked at: status on the main resource, the rest on status.
+        if res.status_subresource:
+            unknown = [f for f in unknown if f.startswith(("status.", "status[")) == status_only]
+        if not unknown:
+            return
+        if directive == "Strict":
+            joined = ", ".join(f"unknown field {json.dumps(f)}" for f in unknown)
+            raise _ApiError.bad_request(
+                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: strict decoding error: '
+                f"{joined}"
+            )
+        warnings = _WARNINGS.get()
+        if warnings is not None:
+            warnings.extend(f"unknown field {json.dumps(f)}" for f in unknown)
 
     def _replace(
         self,
@@ -1482,7 +1747,7 @@ class KubeEmulator:
                     new["status"] = copy.deepcopy(old["status"])
                 else:
                     new.pop("status", None)
-        new = self._prepare(res, new, old, status_only=subresource == "status")
+        new = self._prepare(res, new, old, status_only=subresource == "status", params=params)
         meta = new["metadata"]
         if old["metadata"].get("deletionTimestamp"):
             added = [f for f in meta.get("finalizers") or [] if f not in (old["metadata"].get("finalizers") or [])]
