@@ -58,7 +58,8 @@ async def running(tenant: Tenant, request: pytest.FixtureRequest) -> AsyncIterat
     yield Running(tenant, operator, webhook)
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
-        print(f"--- operator log ---\n{operator.logs()[-20000:]}\n--- webhook log ---\n{webhook.logs()[-8000:]}")
+        for process in tenant.processes:
+            print(f"--- {process.command} log ({process.log_path.name}) ---\n{process.logs()[-15000:]}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -154,7 +154,7 @@ async def intents_for(stripe_client: Any, uid: str) -> list[dict[str, Any]]:
 
 async def stripe_id(kube: Kube, namespace: str, name: str) -> str:
     pi = await kube.wait_pi(namespace, name, lambda o: bool(o.get("status", {}).get("stripe", {})
-                                                            .get("paymentIntentId")), what="a Stripe id")
+                                                            .get("paymentIntentId")), timeout=30, what="a Stripe id")
     return str(pi["status"]["stripe"]["paymentIntentId"])
 
 

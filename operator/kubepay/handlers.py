@@ -62,6 +62,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
         memo["orders_consumer"] = await orders_consumer.start_background(config, rt.kube)
 
 
+@kopf.on.probe(id="runtime")
+def runtime_ready(memo: kopf.Memo, **_: Any) -> bool:
+    """kopf's health endpoint fails until start-up (clients, migrations, backfill) has finished."""
+    if "runtime" not in memo:
+        raise kopf.TemporaryError("starting up")
+    return True
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if "orders_consumer" in memo:

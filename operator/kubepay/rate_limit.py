@@ -4,29 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+
+# Refilling by elapsed time * rate leaves float dust (0.9999999999999998 tokens): that is a token.
+_EPSILON = 1e-9
 
 
 class TokenBucket:
-    """`rate` operations per second with bursts of up to `burst`; waiters are served in arrival order."""
+    """`rate` operations per second, at most `burst` of them at once; waiters are served in arrival order.
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    Any one-second window holds at most `burst + rate - 1` operations. The default burst of 1 paces
+    operations evenly, so no second ever holds more than `rate` of them: a bucket as deep as the rate
+    would allow twice the rate in the first second after a quiet spell, which is exactly when a
+    controller starts, or many resources are created, at once.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"need rate > 0 and burst >= 1, got rate={rate}, burst={burst}")
         self._rate = rate
-        self._capacity = burst if burst is not None else max(1.0, rate)
+        self._capacity = float(burst)
+        self._clock, self._sleep = clock, sleep
         self._tokens = self._capacity
-        self._updated = time.monotonic()
+        self._updated = clock()
         self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
 
     async def acquire(self) -> None:
         async with self._lock:
             while True:
-                now = time.monotonic()
-                self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
-                self._updated = now
-                if self._tokens >= 1:
+                self._refill()
+                if self._tokens >= 1 - _EPSILON:
                     self._tokens -= 1
                     return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
+                await self._sleep((1 - self._tokens) / self._rate)
 
     def pause(self, seconds: float) -> None:
-        """Drain the bucket after a 429 so every caller backs off together."""
+        """Drain the bucket after a 429 so every caller backs off together for `seconds` from now."""
+        self._refill()  # else the time since the last acquire would be credited after the pause
         self._tokens = min(self._tokens, 0.0) - seconds * self._rate

@@ -1,0 +1,470 @@
+"""`make bench`: kubepay's speed figures on the local sandbox (everything on 127.0.0.1, bounded).
+
+1. Controller throughput against the client-side Stripe rate limit: N PaymentIntents created at once,
+   time until all have a Stripe id, the Stripe request rate the fake saw (median over 1-s windows,
+   most in any sliding 1-s window) and create-to-Pending latency per resource.
+2. Webhook receiver throughput: rounds of signed payment_intent.succeeded deliveries (first
+   deliveries, then Stripe-style redeliveries of the same events) with bounded concurrency.
+3. Mirror latency: webhook accepted -> payments.succeeded readable on Kafka.
+4. Peak RSS (VmHWM) of the operator and webhook processes.
+
+Prints a short report and writes it as JSON to .cache/bench/latest.json. Figures are medians and
+ratios from this one run; they are for comparing runs on the same machine, not absolute targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer
+from kubernetes_asyncio import watch as k8s_watch
+from tests.helpers import GROUP, PLURAL, VERSION, Kube, sign, stripe_event
+
+from bench.stats import fixed_windows, max_sliding_window, median, percentile
+from kubepay.rate_limit import TokenBucket
+from kubepay.sandbox.processes import KubepayProcess
+from kubepay.sandbox.stack import REPO, Sandbox, Tenant
+from kubepay.sandbox.stripe_fake import TEST_CARDS
+
+OUTPUT = REPO / ".cache" / "bench" / "latest.json"
+STRIPE_CONCURRENCY = 8  # confirming intents in the fake (setup, not measured)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def spec(order_id: str) -> dict[str, Any]:
+    return {"orderId": order_id, "userId": "bench-user", "amount": 1200, "currency": "usd"}
+
+
+class PendingWatch:
+    """Watches the namespace's PaymentIntents; notes when each first shows a Stripe id (phase Pending)."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self._kube, self._namespace = kube, namespace
+        self.seen: dict[str, float] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        listing = await self._kube.custom.list_namespaced_custom_object(GROUP, VERSION, self._namespace, PLURAL)
+        self._task = asyncio.create_task(self._run(listing["metadata"]["resourceVersion"]))
+
+    async def _run(self, resource_version: str) -> None:
+        while True:
+            watcher = k8s_watch.Watch()
+            try:
+                async for event in watcher.stream(
+                    self._kube.custom.list_namespaced_custom_object, GROUP, VERSION, self._namespace, PLURAL,
+                    resource_version=resource_version, timeout_seconds=300,
+                ):
+                    obj = event["object"]
+                    resource_version = obj["metadata"]["resourceVersion"]
+                    status = obj.get("status") or {}
+                    name = obj["metadata"]["name"]
+                    if name not in self.seen and (status.get("stripe") or {}).get("paymentIntentId"):
+                        self.seen[name] = time.monotonic()
+                        self._changed.set()
+            finally:
+                await watcher.close()
+
+    async def wait_all(self, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(name in self.seen for name in names):
+            self._changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = [name for name in names if name not in self.seen]
+                raise TimeoutError(f"{len(missing)} PaymentIntent(s) without a Stripe id after {timeout}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class KafkaArrivals:
+    """Reads a topic from the start and notes when each key is first readable."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=20, metadata_max_age_ms=500,
+        )
+        self.first: dict[str, float] = {}
+        self.count = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    self.count += 1
+                    key = record.key.decode() if record.key is not None else ""
+                    self.first.setdefault(key, now)
+            if batches:
+                self._changed.set()
+
+    async def wait_keys(self, keys: list[str], timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while not all(key in self.first for key in keys) and (remaining := deadline - time.monotonic()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+        return sum(key in self.first for key in keys)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
+async def bounded(concurrency: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def run(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await job()
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+# -- 1. controller throughput against the rate limit -----------------------------------------------------
+
+
+def bucket_burst(rate: float) -> float:
+    """The burst StripeGateway's TokenBucket(rate) allows (its default; None meant as deep as the rate)."""
+    default = inspect.signature(TokenBucket).parameters["burst"].default
+    return float(default) if default is not None else max(1.0, rate)
+
+
+async def create_batch(kube: Kube, namespace: str, names: list[str]) -> dict[str, float]:
+    """Create all at once; returns when each create was answered (the resource exists from then on)."""
+    created: dict[str, float] = {}
+
+    async def create(name: str) -> None:
+        await kube.create_pi(namespace, name, spec(name.removeprefix("pi-")))
+        created[name] = time.monotonic()
+
+    await asyncio.gather(*(create(name) for name in names))
+    return created
+
+
+async def controller_throughput(sandbox: Sandbox, kube: Kube, namespace: str, watch: PendingWatch,
+                                names: list[str], rate: float) -> dict[str, Any]:
+    await sandbox.stripe.clear_requests_log()
+    started = time.monotonic()
+    created = await create_batch(kube, namespace, names)
+    all_created = time.monotonic() - started
+    await watch.wait_all(names, timeout=60 + 3 * len(names) / rate)
+    elapsed = max(watch.seen[name] for name in names) - started
+    requests = await sandbox.stripe.requests_log()
+    creates = [r for r in requests if r["method"] == "POST" and r["path"] == "/v1/payment_intents"]
+    times = [float(r["time"]) for r in requests]
+    windows = fixed_windows(times)
+    busy = max(times) - min(times) if times else 0.0
+    latencies = [watch.seen[name] - created[name] for name in names]
+    achieved = median(windows) if windows else len(times) / busy if busy else 0.0
+    return {
+        "resources": len(names),
+        "rate_limit_per_s": rate,
+        "bucket_burst": bucket_burst(rate),
+        "create_calls_s": round(all_created, 3),
+        "all_stripe_ids_s": round(elapsed, 3),
+        "resources_per_s": round(len(names) / elapsed, 2),
+        "stripe_requests": len(requests),
+        "stripe_create_requests": len(creates),
+        "stripe_replayed": sum(1 for r in requests if r.get("replayed")),
+        "stripe_429": sum(1 for r in requests if r.get("status") == 429),
+        "stripe_busy_s": round(busy, 3),
+        "stripe_windows_1s": windows,
+        "stripe_rate_median_1s": achieved,
+        "stripe_rate_mean_busy": round((len(times) - 1) / busy, 2) if busy else None,
+        "achieved_over_limit": round(achieved / rate, 3),
+        "stripe_max_sliding_1s": max_sliding_window(times),
+        "stripe_max_sliding_1s_after_first_s": max_sliding_window([t for t in times if t >= min(times) + 1.0])
+        if times else 0,
+        "create_to_pending_ms": {"median": ms(median(latencies)), "p95": ms(percentile(latencies, 95)),
+                                 "max": ms(max(latencies))},
+    }
+
+
+# -- 2./3. webhook receiver throughput and mirror latency ------------------------------------------------
+
+
+async def succeeded_intents(sandbox: Sandbox, kube: Kube, namespace: str, names: list[str]) -> dict[str, Any]:
+    """Pay each resource's intent in the fake (as the customer would); returns name -> Stripe's intent."""
+    stripe_client = sandbox.stripe.client()
+
+    async def pay(name: str) -> tuple[str, dict[str, Any]]:
+        pi = await kube.get_pi(namespace, name)
+        assert pi is not None
+        intent_id = pi["status"]["stripe"]["paymentIntentId"]
+        intent = await stripe_client.v1.payment_intents.confirm_async(
+            intent_id, {"payment_method": TEST_CARDS["success"], "return_url": "https://shop.example/return"})
+        return name, intent.to_dict()
+
+    paid = await bounded(STRIPE_CONCURRENCY, [lambda n=n: pay(n) for n in names])  # type: ignore[misc]
+    return dict(paid)
+
+
+async def deliver_all(session: aiohttp.ClientSession, url: str, secret: str, bodies: list[bytes],
+                      concurrency: int) -> tuple[float, list[tuple[float, float, str]]]:
+    """POST every body (signed at send time); returns the wall time and (latency, accepted_at, outcome)."""
+
+    async def post(body: bytes) -> tuple[float, float, str]:
+        headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body, secret)}
+        began = time.monotonic()
+        async with session.post(url, data=body, headers=headers) as response:
+            payload = await response.json(content_type=None)
+            done = time.monotonic()
+            outcome = payload.get("outcome", f"http {response.status}") if response.status == 200 \
+                else f"http {response.status}"
+        return done - began, done, outcome
+
+    started = time.monotonic()
+    results = await bounded(concurrency, [lambda b=b: post(b) for b in bodies])  # type: ignore[misc]
+    return time.monotonic() - started, results
+
+
+async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals: KafkaArrivals,
+                         rounds: list[list[str]], deliveries: int, concurrency: int) -> dict[str, Any]:
+    per_round: list[dict[str, Any]] = []
+    first_latency: list[float] = []
+    duplicate_latency: list[float] = []
+    mirror: list[float] = []
+    outcomes: dict[str, int] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for index, names in enumerate(rounds):
+            intents = await succeeded_intents(sandbox, kube, tenant.namespace, names)
+            events = {name: json.dumps(stripe_event("payment_intent.succeeded", intents[name])).encode()
+                      for name in names}
+            firsts = [events[name] for name in names]
+            # Redeliveries of the same events (same ids), as Stripe retries them, spread over the round.
+            duplicates = [firsts[i % len(firsts)] for i in range(deliveries - len(firsts))]
+            random.Random(index).shuffle(duplicates)
+
+            first_time, first_results = await deliver_all(
+                session, tenant.webhook_url, tenant.webhook_secret, firsts, concurrency)
+            orders = [name.removeprefix("pi-") for name in names]
+            arrived = await arrivals.wait_keys(orders, timeout=60)
+            accepted = {order: result[1] for order, result in zip(orders, first_results, strict=True)}
+            mirror += [arrivals.first[order] - accepted[order] for order in orders if order in arrivals.first]
+            duplicate_time, duplicate_results = await deliver_all(
+                session, tenant.webhook_url, tenant.webhook_secret, duplicates, concurrency)
+
+            for _, _, outcome in first_results + duplicate_results:
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            first_latency += [r[0] for r in first_results]
+            duplicate_latency += [r[0] for r in duplicate_results]
+            total = len(firsts) + len(duplicates)
+            per_round.append({
+                "deliveries": total,
+                "first": len(firsts),
+                "duplicates": len(duplicates),
+                "requests_per_s": round(total / (first_time + duplicate_time), 1),
+                "first_per_s": round(len(firsts) / first_time, 1),
+                "duplicates_per_s": round(len(duplicates) / duplicate_time, 1),
+                "mirrored": arrived,
+            })
+            log(f"webhook round {index + 1}: {per_round[-1]}")
+    all_latency = first_latency + duplicate_latency
+    return {
+        "concurrency": concurrency,
+        "rounds": per_round,
+        "requests_per_s_median": median([r["requests_per_s"] for r in per_round]),
+        "first_per_s_median": median([r["first_per_s"] for r in per_round]),
+        "duplicates_per_s_median": median([r["duplicates_per_s"] for r in per_round]),
+        "latency_ms": {"p50": ms(median(all_latency)), "p95": ms(percentile(all_latency, 95))},
+        "first_latency_ms": {"p50": ms(median(first_latency)), "p95": ms(percentile(first_latency, 95))},
+        "duplicate_latency_ms": {"p50": ms(median(duplicate_latency)), "p95": ms(percentile(duplicate_latency, 95))},
+        "duplicate_over_first_p50": round(median(duplicate_latency) / median(first_latency), 3),
+        "outcomes": outcomes,
+        "mirror": {
+            "samples": len(mirror),
+            "expected": sum(len(r) for r in rounds),
+            "accepted_to_kafka_ms": {"median": ms(median(mirror)), "p95": ms(percentile(mirror, 95)),
+                                     "max": ms(max(mirror)) if mirror else None},
+        },
+    }
+
+
+async def mirror_unloaded(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals: KafkaArrivals,
+                          names: list[str]) -> dict[str, Any]:
+    """One delivery at a time, each waiting for its Kafka message: the pipeline's latency without queueing."""
+    intents = await succeeded_intents(sandbox, kube, tenant.namespace, names)
+    webhook, mirror = [], []
+    async with aiohttp.ClientSession() as session:
+        for name in names:
+            body = json.dumps(stripe_event("payment_intent.succeeded", intents[name])).encode()
+            _, [(latency, accepted, _)] = await deliver_all(session, tenant.webhook_url, tenant.webhook_secret,
+                                                            [body], 1)
+            order = name.removeprefix("pi-")
+            if await arrivals.wait_keys([order], timeout=30):
+                mirror.append(arrivals.first[order] - accepted)
+            webhook.append(latency)
+    return {"deliveries": len(names), "webhook_ms_median": ms(median(webhook)),
+            "accepted_to_kafka_ms": {"median": ms(median(mirror)), "p95": ms(percentile(mirror, 95))}}
+
+
+# -- 4. memory -----------------------------------------------------------------------------------------
+
+
+def peak_rss_mib(process: KubepayProcess) -> float | None:
+    if process.pid is None:
+        return None
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+# -- driver --------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    return {
+        "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "commit": commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else ""),
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    began = time.monotonic()
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    report: dict[str, Any] = {"machine": machine(), "settings": settings}
+    rounds_needed = args.rounds * args.first + args.unloaded
+    async with Sandbox() as sandbox:
+        tenant = await sandbox.tenant("bench")
+        operator = tenant.process("operator", KUBEPAY_STRIPE_RATE_LIMIT=str(args.rate))
+        webhook = tenant.process("webhook")
+        await asyncio.gather(operator.start(), webhook.start())
+        log(f"sandbox and processes up in {time.monotonic() - began:.1f}s")
+        kube = await Kube.connect(tenant.env["KUBECONFIG"])
+        watch = PendingWatch(kube, tenant.namespace)
+        arrivals = KafkaArrivals(sandbox.kafka.bootstrap_servers, tenant.topics.succeeded)
+        try:
+            await watch.start()
+            await arrivals.start()
+            names = [f"pi-{i:05d}" for i in range(args.creates)]
+            report["controller"] = await controller_throughput(sandbox, kube, tenant.namespace, watch, names,
+                                                               args.rate)
+            log(f"controller: {json.dumps(report['controller'])}")
+
+            # More Pending resources for the webhook rounds (setup, not measured).
+            extra = [f"pi-{i:05d}" for i in range(args.creates, max(args.creates, rounds_needed))]
+            if extra:
+                await create_batch(kube, tenant.namespace, extra)
+                await watch.wait_all(extra, timeout=60 + 3 * len(extra) / args.rate)
+            pool = names + extra
+            rounds = [pool[i * args.first:(i + 1) * args.first] for i in range(args.rounds)]
+            unloaded = pool[args.rounds * args.first:rounds_needed]
+            report["mirror_unloaded"] = await mirror_unloaded(sandbox, tenant, kube, arrivals, unloaded)
+            log(f"mirror unloaded: {report['mirror_unloaded']}")
+            log(f"webhook rounds: {args.rounds} x {args.deliveries} deliveries "
+                f"({args.first} first, the rest redeliveries), concurrency {args.concurrency}")
+            report["webhook"] = await webhook_rounds(sandbox, tenant, kube, arrivals, rounds, args.deliveries,
+                                                     args.concurrency)
+            report["peak_rss_mib"] = {"operator": peak_rss_mib(operator), "webhook": peak_rss_mib(webhook)}
+        finally:
+            await watch.stop()
+            await arrivals.stop()
+            await kube.close()
+            await tenant.stop_processes()
+    report["total_s"] = round(time.monotonic() - began, 1)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    c, w = report["controller"], report["webhook"]
+    m, u, rss = w["mirror"], report["mirror_unloaded"], report["peak_rss_mib"]
+    hw = report["machine"]
+    return "\n".join([
+        f"kubepay bench ({hw['usable_cpus']} CPUs, Python {hw['python']}, {hw['commit']}; "
+        f"one run, medians, {report['total_s']} s)",
+        f"1. controller: {c['resources']} PaymentIntents at once, KUBEPAY_STRIPE_RATE_LIMIT={c['rate_limit_per_s']:g}",
+        f"   all Stripe ids after {c['all_stripe_ids_s']} s ({c['resources_per_s']} resources/s); "
+        f"{c['stripe_requests']} Stripe requests ({c['stripe_create_requests']} creates, "
+        f"{c['stripe_replayed']} replayed, {c['stripe_429']} x 429)",
+        f"   Stripe rate: median {c['stripe_rate_median_1s']:g}/s over 1-s windows {c['stripe_windows_1s']} -> "
+        f"achieved/limit {c['achieved_over_limit']}; mean over the busy {c['stripe_busy_s']} s "
+        f"{c['stripe_rate_mean_busy']}/s",
+        f"   max in any sliding 1 s: {c['stripe_max_sliding_1s']} (limit {c['rate_limit_per_s']:g} + bucket burst "
+        f"{c['bucket_burst']:g} = {c['rate_limit_per_s'] + c['bucket_burst']:g}); after the first second: "
+        f"{c['stripe_max_sliding_1s_after_first_s']}",
+        f"   create -> Pending: median {c['create_to_pending_ms']['median']} ms, "
+        f"p95 {c['create_to_pending_ms']['p95']} ms",
+        f"2. webhook: {len(w['rounds'])} rounds x {w['rounds'][0]['deliveries']} signed deliveries, "
+        f"concurrency {w['concurrency']}: {w['requests_per_s_median']} req/s "
+        f"(first deliveries {w['first_per_s_median']}/s, redeliveries {w['duplicates_per_s_median']}/s)",
+        f"   latency p50 {w['latency_ms']['p50']} ms, p95 {w['latency_ms']['p95']} ms; first p50 "
+        f"{w['first_latency_ms']['p50']} ms, duplicate p50 {w['duplicate_latency_ms']['p50']} ms -> "
+        f"duplicate/first {w['duplicate_over_first_p50']}; outcomes {w['outcomes']}",
+        f"3. mirror (webhook accepted -> payments.succeeded readable): median {m['accepted_to_kafka_ms']['median']} ms,"
+        f" p95 {m['accepted_to_kafka_ms']['p95']} ms ({m['samples']}/{m['expected']} messages, during the rounds);"
+        f" one at a time: median {u['accepted_to_kafka_ms']['median']} ms ({u['deliveries']} deliveries,"
+        f" webhook {u['webhook_ms_median']} ms)",
+        f"4. peak RSS (VmHWM): operator {rss['operator']} MiB, webhook {rss['webhook']} MiB",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=25.0, help="KUBEPAY_STRIPE_RATE_LIMIT (Stripe test mode: 25)")
+    parser.add_argument("--creates", type=int, default=150, help="PaymentIntents created at once")
+    parser.add_argument("--deliveries", type=int, default=500, help="webhook deliveries per round")
+    parser.add_argument("--first", type=int, default=125, help="first deliveries per round (rest: redeliveries)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--unloaded", type=int, default=10, help="single deliveries for the unloaded mirror latency")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    if not 0 < args.first <= args.deliveries or min(args.creates, args.rounds, args.concurrency, args.unloaded) < 1:
+        parser.error("need 0 < --first <= --deliveries and positive counts")
+    report = asyncio.run(bench(args))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    print(f"(JSON: {args.output})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

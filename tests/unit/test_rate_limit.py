@@ -1,0 +1,84 @@
+"""The Stripe token bucket, on a virtual clock: no second ever holds more than the rate allows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kubepay.rate_limit import TokenBucket
+
+
+class VirtualClock:
+    """Sleeping advances the clock instantly (and still yields to the event loop)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most operations in any half-open window [t, t + 1)."""
+    times = sorted(times)
+    return max(sum(1 for u in times if t <= u < t + 1.0 - 1e-9) for t in times)
+
+
+async def acquire_all(bucket: TokenBucket, clock: VirtualClock, count: int) -> list[float]:
+    times: list[float] = []
+
+    async def one() -> None:
+        await bucket.acquire()
+        times.append(clock())
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return times
+
+
+async def test_many_callers_at_once_get_the_rate_and_never_more_in_any_second() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(25, clock=clock, sleep=clock.sleep)
+    clock.now += 60  # a long quiet spell first: nothing may have piled up
+
+    times = await acquire_all(bucket, clock, 150)
+
+    assert most_in_one_second(times) == 25
+    assert max(times) - min(times) == pytest.approx(149 / 25)  # the whole rate is used
+    assert times == sorted(times)  # first come, first served
+
+
+async def test_an_explicit_burst_adds_to_the_first_second_only() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(10, burst=5, clock=clock, sleep=clock.sleep)
+
+    times = await acquire_all(bucket, clock, 40)
+
+    assert times[:5] == [1000.0] * 5
+    assert most_in_one_second(times) == 5 + 10 - 1
+    assert most_in_one_second([t for t in times if t >= 1001.0]) == 10
+
+
+async def test_pause_silences_every_caller_for_the_whole_time_from_the_429() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(10, clock=clock, sleep=clock.sleep)
+    await bucket.acquire()
+    clock.now += 0.5  # the request's round trip: its 429 arrives half a second after the acquire
+    bucket.pause(2.0)
+    paused_at = clock()
+
+    times = await acquire_all(bucket, clock, 3)
+
+    assert min(times) >= paused_at + 2.0
+    assert most_in_one_second(times) <= 10
+
+
+def test_nonsense_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+    with pytest.raises(ValueError):
+        TokenBucket(10, burst=0.5)
