@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, deliver, fetch, messages, stripe_event, wait_for
@@ -17,7 +19,7 @@ async def _intent(sandbox: Sandbox, kube: Kube, ns: str, name: str, order_id: st
     await kube.create_pi(ns, name, {**SPEC, "orderId": order_id})
     pi = await kube.wait_pi(ns, name, lambda o: bool(o.get("status", {}).get("published")), what="initiated")
     intent_id = pi["status"]["stripe"]["paymentIntentId"]
-    return (await sandbox.stripe.client().v1.payment_intents.retrieve_async(intent_id)).to_dict()
+    return (await sandbox.stripe_client().v1.payment_intents.retrieve_async(intent_id)).to_dict()
 
 
 def _as(intent: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:
@@ -100,6 +102,7 @@ async def test_postgres_down_answers_503_and_the_retry_succeeds(
     await kube.phase_is(ns, "outage", "Succeeded")
 
 
+@pytest.mark.needs_emulator  # stops the Kubernetes API
 async def test_kubernetes_down_answers_503(sandbox: Sandbox, running: Running, kube: Kube) -> None:
     ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
     intent = await _intent(sandbox, kube, ns, "k8s-outage", "4005")
@@ -127,3 +130,16 @@ async def test_health_readiness_and_metrics(running: Running) -> None:
         async with session.get(f"{base}/metrics") as response:
             assert "kubepay_webhook_events_total" in await response.text()
     assert json.dumps(running.tenant.webhook_secret) not in running.webhook.logs()
+
+
+async def test_events_for_another_namespace_are_left_to_its_release(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    intent = await _intent(sandbox, kube, running.namespace, "mine", "4006")
+    elsewhere = {**intent, "status": "succeeded",
+                 "metadata": {**intent["metadata"], "kubepay_namespace": "someone-else"}}
+    status, body = await deliver(running.tenant.webhook_url, stripe_event("payment_intent.succeeded", elsewhere),
+                                 running.tenant.webhook_secret)
+    assert (status, body["outcome"]) == (200, "unknown_payment")
+    pi = await kube.get_pi(running.namespace, "mine")
+    assert pi is not None
+    assert pi["status"]["phase"] == "Pending"

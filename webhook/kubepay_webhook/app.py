@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 SECRET: web.AppKey[str] = web.AppKey("webhook_secret", str)
+# With a namespace, events about resources elsewhere belong to another kubepay release (answered 200).
+NAMESPACE: web.AppKey[str | None] = web.AppKey("namespace", str)  # type: ignore[arg-type]
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -35,7 +37,8 @@ async def webhook(request: web.Request) -> web.Response:
             metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
             return _error(400, str(exc))
         try:
-            outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE])
+            outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE],
+                                                 request.app[NAMESPACE])
         except (StoreUnavailable, KubeUnavailable, Conflict) as exc:
             log.warning("webhook %s deferred: %s", event["id"], exc)
             metrics.WEBHOOK_EVENTS.labels(event["type"], "unavailable").inc()
@@ -48,9 +51,9 @@ async def metrics_view(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def make_app(store: Store, kube: KubeClient, webhook_secret: str) -> web.Application:
+def make_app(store: Store, kube: KubeClient, webhook_secret: str, namespace: str | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
-    app[STORE], app[KUBE], app[SECRET] = store, kube, webhook_secret
+    app[STORE], app[KUBE], app[SECRET], app[NAMESPACE] = store, kube, webhook_secret, namespace
     app.router.add_post("/payments/webhook", webhook)
     app.router.add_post("/webhooks/stripe", webhook)
     add_health_routes(app)

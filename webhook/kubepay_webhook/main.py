@@ -9,4 +9,5 @@ from kubepay_webhook.serving import serve as serve_app
 
 async def serve(settings: Settings) -> None:
     await serve_app(settings, settings.http_port,
-                    lambda store, kube: make_app(store, kube, settings.stripe_webhook_secret), "webhook receiver")
+                    lambda store, kube: make_app(store, kube, settings.stripe_webhook_secret, settings.namespace),
+                    "webhook receiver")

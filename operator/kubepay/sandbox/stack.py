@@ -2,12 +2,15 @@
 
 One harness serves the tests, `kubepay sandbox`, `make demo` and the benchmarks. Each user of it
 takes a Tenant: its own database (migrated), topics, namespace and webhook secret, so parallel
-users never see each other's data.
+users never see each other's data. With :class:`~kubepay.sandbox.targets.Targets` naming a real
+cluster and/or Stripe test mode (the e2e suite's KUBEPAY_E2E_* settings), those replace the emulator
+and/or the fake; nothing else changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import shutil
@@ -15,7 +18,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, cast
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from stripe import AIOHTTPClient, HTTPClient, RequestsClient, StripeClient
 
 from kubepay import migrate
 from kubepay.config import Topics
@@ -26,12 +33,15 @@ from kubepay.sandbox.kube import KubeEmulator
 from kubepay.sandbox.postgres import PostgresServer
 from kubepay.sandbox.processes import KubepayProcess
 from kubepay.sandbox.stripe_fake import StripeFake
+from kubepay.sandbox.targets import Targets, TargetsError, tenant_kubeconfig
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_DIR = REPO / "crds"
 _counter = itertools.count(1)
 
-__all__ = ["CRD_DIR", "REPO", "Sandbox", "Tenant", "free_port"]
+__all__ = ["CRD_DIR", "REPO", "Sandbox", "Targets", "TargetsError", "Tenant", "free_port"]
+# The kinds kubepay needs, as the CRDs in crds/ define them (group kubepay.io, version v1alpha1).
+CRD_PLURALS = ("paymentintents", "paymentrefunds")
 
 
 @dataclass
@@ -77,26 +87,80 @@ class Tenant:
 
 
 class Sandbox:
-    def __init__(self) -> None:
+    def __init__(self, targets: Targets | None = None) -> None:
+        self.targets = targets or Targets()
         self.workdir = Path(tempfile.mkdtemp(prefix="kubepay-sandbox-"))
         self.postgres = PostgresServer()
         self.kafka = KafkaBroker()
-        self.stripe = StripeFake()
-        self.kube = KubeEmulator(sorted(CRD_DIR.glob("*.yaml")))
+        self._stripe = None if self.targets.real_stripe else StripeFake()
+        self._kube = None if self.targets.real_kube else KubeEmulator(sorted(CRD_DIR.glob("*.yaml")))
         self.kubeconfig = self.workdir / "kubeconfig"
+        self._cluster: client.ApiClient | None = None  # a real cluster's API client
+        self._namespaces: set[str] = set()  # tenant namespaces made in a real cluster, deleted by release()
+        self._stripe_client: StripeClient | None = None  # the Stripe test-mode client
+        self._stripe_http: HTTPClient | None = None
+
+    @property
+    def stripe(self) -> StripeFake:
+        """The Stripe fake and its test controls (hold, fail, requests_log, ...); not in Stripe test mode."""
+        if self._stripe is None:
+            raise RuntimeError("sandbox.stripe is the Stripe fake, but this run uses Stripe test mode "
+                               "(KUBEPAY_E2E_STRIPE_KEY): mark the test @pytest.mark.needs_fake_stripe")
+        return self._stripe
+
+    @property
+    def kube(self) -> KubeEmulator:
+        """The Kubernetes API emulator (stop/start, get, ...); not against a real cluster."""
+        if self._kube is None:
+            raise RuntimeError("sandbox.kube is the Kubernetes API emulator, but this run uses a real cluster "
+                               "(KUBEPAY_E2E_KUBECONFIG): mark the test @pytest.mark.needs_emulator")
+        return self._kube
+
+    @property
+    def stripe_key(self) -> str:
+        """The Stripe secret key kubepay's processes get."""
+        return self.targets.stripe_key or self.stripe.api_key
+
+    def stripe_env(self) -> dict[str, str]:
+        """The Stripe settings kubepay's processes get: the fake's key and URL, or just the test-mode key."""
+        if self._stripe is None:
+            return {"STRIPE_SECRET_KEY": self.stripe_key}
+        return {"STRIPE_SECRET_KEY": self._stripe.api_key, "KUBEPAY_STRIPE_API_BASE": self._stripe.url}
+
+    def stripe_client(self) -> StripeClient:
+        """A stripe SDK client (sync and ``*_async``) for the Stripe the processes use: the fake or test mode."""
+        if self._stripe is not None:
+            return self._stripe.client()
+        if self._stripe_client is None:
+            self._stripe_http = RequestsClient(async_fallback_client=AIOHTTPClient())
+            self._stripe_client = StripeClient(self.stripe_key, http_client=self._stripe_http)
+        return self._stripe_client
 
     async def start(self) -> None:
         try:
-            await asyncio.gather(self.postgres.start(), self.kafka.start(), self.stripe.start(), self.kube.start())
+            if self.targets.real_kube:
+                await self._connect_cluster()  # first: a cluster without the CRDs fails before anything starts
+            await asyncio.gather(self.postgres.start(), self.kafka.start(),
+                                 *(c.start() for c in (self._stripe, self._kube) if c is not None))
         except BaseException:
             await self.stop()
             raise
-        self.kube.write_kubeconfig(self.kubeconfig)
+        if self._kube is not None:
+            self._kube.write_kubeconfig(self.kubeconfig)
 
     async def stop(self) -> None:
+        for namespace in sorted(self._namespaces):
+            with contextlib.suppress(Exception):
+                await self._delete_namespace(namespace)
         await asyncio.gather(
-            self.postgres.close(), self.kafka.stop(), self.stripe.stop(), self.kube.stop(), return_exceptions=True
+            self.postgres.close(), self.kafka.stop(), *(c.stop() for c in (self._stripe, self._kube) if c is not None),
+            return_exceptions=True
         )
+        if self._stripe_http is not None:
+            with contextlib.suppress(Exception):
+                await cast(Any, self._stripe_http).close_async()  # untyped in stripe
+        if self._cluster is not None:
+            await self._cluster.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def __aenter__(self) -> Self:
@@ -108,6 +172,57 @@ class Sandbox:
     ) -> None:
         await self.stop()
 
+    async def release(self, tenant: Tenant) -> None:
+        """After the tenant's processes stopped: delete its namespace from a real cluster (the emulator's
+        data goes with the sandbox)."""
+        if tenant.namespace in self._namespaces:
+            await self._delete_namespace(tenant.namespace)
+
+    # -- a real cluster ------------------------------------------------------------------------------
+
+    async def _connect_cluster(self) -> None:
+        assert self.targets.kubeconfig is not None
+        tenant_kubeconfig(self.targets.kubeconfig, self.targets.context, "default", self.kubeconfig)
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        self._cluster = client.ApiClient(cfg)
+        try:
+            found = {r.name for r in (await client.CustomObjectsApi(self._cluster).get_api_resources(
+                "kubepay.io", "v1alpha1")).resources}
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            found = set()
+        if missing := [p for p in CRD_PLURALS if p not in found]:
+            raise TargetsError(
+                f"the cluster of KUBEPAY_E2E_KUBECONFIG (context {self.targets.context_name}) lacks the "
+                f"CRDs {', '.join(f'{p}.kubepay.io' for p in missing)}: install them with `kubectl apply -f crds/`")
+
+    async def _create_namespace(self, namespace: str) -> None:
+        assert self._cluster is not None
+        labels = {"app.kubernetes.io/created-by": "kubepay-e2e"}  # leftovers: kubectl delete ns -l ...
+        await client.CoreV1Api(self._cluster).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=labels)))
+        self._namespaces.add(namespace)
+
+    async def _delete_namespace(self, namespace: str) -> None:
+        """Drop the finalizers nobody is left to handle (the controller has stopped), then the namespace."""
+        assert self._cluster is not None
+        self._namespaces.discard(namespace)
+        custom = client.CustomObjectsApi(self._cluster)
+        for plural in CRD_PLURALS:
+            listing = await custom.list_namespaced_custom_object("kubepay.io", "v1alpha1", namespace, plural)
+            for obj in listing["items"]:
+                if obj["metadata"].get("finalizers"):
+                    with contextlib.suppress(ApiException):  # already gone
+                        await custom.patch_namespaced_custom_object(
+                            "kubepay.io", "v1alpha1", namespace, plural, obj["metadata"]["name"],
+                            {"metadata": {"finalizers": None}},
+                            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+                        )
+        with contextlib.suppress(ApiException):
+            await client.CoreV1Api(self._cluster).delete_namespace(namespace)
+
     async def tenant(self, prefix: str = "t", resync_seconds: float = 600.0) -> Tenant:
         name = f"{prefix}{next(_counter)}{secrets.token_hex(2)}".lower()
         database_url = await self.postgres.create_database(name)
@@ -117,16 +232,23 @@ class Sandbox:
         webhook_secret = "whsec_" + secrets.token_hex(16)
         workdir = self.workdir / name
         workdir.mkdir()
-        kubeconfig = self.kube.write_kubeconfig(workdir / "kubeconfig", namespace=name)
+        if self._kube is not None:
+            namespace = name
+            kubeconfig = self._kube.write_kubeconfig(workdir / "kubeconfig", namespace=namespace)
+        else:
+            assert self.targets.kubeconfig is not None
+            namespace = f"kubepay-e2e-{name}"
+            kubeconfig = tenant_kubeconfig(self.targets.kubeconfig, self.targets.context, namespace,
+                                           workdir / "kubeconfig")
+            await self._create_namespace(namespace)
         env = {
             "DATABASE_URL": database_url,
             "KAFKA_BROKER_URL": self.kafka.bootstrap_servers,
             "KUBEPAY_KAFKA_IDEMPOTENCE": "false",  # the test broker lacks InitProducerId v0+
-            "STRIPE_SECRET_KEY": self.stripe.api_key,
-            "KUBEPAY_STRIPE_API_BASE": self.stripe.url,
+            **self.stripe_env(),
             "STRIPE_WEBHOOK_SECRET": webhook_secret,
             "KUBECONFIG": str(kubeconfig),
-            "KUBEPAY_NAMESPACE": name,
+            "KUBEPAY_NAMESPACE": namespace,
             "PAYMENT_HTTP_PORT": str(free_port()),
             "KUBEPAY_HEALTH_PORT": str(free_port()),
             "KUBEPAY_METRICS_PORT": str(free_port()),
@@ -137,9 +259,9 @@ class Sandbox:
             "SRV_ENV": "sandbox",
             "KUBEPAY_API_PORT": str(free_port()),
             "KUBEPAY_API_TOKEN": secrets.token_urlsafe(24),
-            "KUBEPAY_API_NAMESPACE": name,
+            "KUBEPAY_API_NAMESPACE": namespace,
             "KUBEPAY_ORDERS_SESSION_TIMEOUT_MS": "1000",  # the test broker's group joins are slow otherwise
             "KUBEPAY_ORDERS_HEARTBEAT_MS": "300",
             **{f"KUBEPAY_TOPIC_{key.upper()}": value for key, value in topics.__dict__.items()},
         }
-        return Tenant(name, name, database_url, topics, webhook_secret, env, workdir)
+        return Tenant(name, namespace, database_url, topics, webhook_secret, env, workdir)
