@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Test workers: each one runs its own sandbox (PostgreSQL, Kafka, Stripe fake, Kubernetes emulator).
 WORKERS ?= 2
 
-.PHONY: venv lint test test-fast demo sandbox clean
+.PHONY: venv lint test test-fast demo sandbox clean bench
 .PHONY: tools chart-crds chart-test kind-up image kind-load deploy-deps deploy e2e-kind undeploy kind-down
 
 $(STAMP): pyproject.toml
@@ -33,6 +33,9 @@ demo: venv
 
 sandbox: venv
 	$(BIN)/kubepay sandbox --env-file .sandbox.env
+
+bench: venv  ## speed and memory figures on the local sandbox (~35 s); report also in .cache/bench/latest.json
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache
@@ -96,9 +99,12 @@ deploy: tools  ## CRDs, credentials Secret and `helm upgrade --install` (needs S
 	$(K) -n $(NAMESPACE) rollout restart deployment -l app.kubernetes.io/instance=$(RELEASE)
 	$(K) -n $(NAMESPACE) rollout status deployment -l app.kubernetes.io/instance=$(RELEASE) --timeout=180s
 
-e2e-kind: venv tools  ## end-to-end tests against the deployed release (tests/kind)
+e2e-kind: venv tools  ## tests/kind against the deployed release, then tests/e2e on the cluster (local processes)
 	KUBEPAY_KIND=1 KUBEPAY_KIND_CONTEXT=$(KUBE_CONTEXT) KUBECTL=$(KUBECTL) \
 	  $(BIN)/pytest -q tests/kind
+	@mkdir -p .cache && umask 077 && $(KUBECTL) config view --minify --flatten --context $(KUBE_CONTEXT) > .cache/e2e-kubeconfig
+	env KUBEPAY_E2E_KUBECONFIG=.cache/e2e-kubeconfig KUBEPAY_E2E_CONTEXT=$(KUBE_CONTEXT) \
+	  $${STRIPE_SECRET_KEY:+KUBEPAY_E2E_STRIPE_KEY=$$STRIPE_SECRET_KEY} $(BIN)/pytest -q -n $(WORKERS) -rs tests/e2e
 
 undeploy: tools  ## remove the release and the dev dependencies; keeps the CRDs and your PaymentIntents
 	-$(H) uninstall $(RELEASE) --namespace $(NAMESPACE) --wait

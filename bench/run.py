@@ -37,7 +37,7 @@ from tests.helpers import GROUP, PLURAL, VERSION, Kube, sign, stripe_event
 from bench.stats import fixed_windows, max_sliding_window, median, percentile
 from kubepay.rate_limit import TokenBucket
 from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import REPO, Sandbox, Tenant
+from kubepay.sandbox.stack import REPO, Sandbox, Targets, Tenant
 from kubepay.sandbox.stripe_fake import TEST_CARDS
 
 OUTPUT = REPO / ".cache" / "bench" / "latest.json"
@@ -184,7 +184,7 @@ async def create_batch(kube: Kube, namespace: str, names: list[str]) -> dict[str
 async def controller_throughput(sandbox: Sandbox, kube: Kube, namespace: str, watch: PendingWatch,
                                 names: list[str], rate: float) -> dict[str, Any]:
     await sandbox.stripe.clear_requests_log()
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     created = await create_batch(kube, namespace, names)
     all_created = time.monotonic() - started
     await watch.wait_all(names, timeout=60 + 3 * len(names) / rate)
@@ -208,6 +208,7 @@ async def controller_throughput(sandbox: Sandbox, kube: Kube, namespace: str, wa
         "stripe_replayed": sum(1 for r in requests if r.get("replayed")),
         "stripe_429": sum(1 for r in requests if r.get("status") == 429),
         "stripe_busy_s": round(busy, 3),
+        "first_stripe_request_after_s": round(min(times) - started_wall, 3) if times else None,
         "stripe_windows_1s": windows,
         "stripe_rate_median_1s": achieved,
         "stripe_rate_mean_busy": round((len(times) - 1) / busy, 2) if busy else None,
@@ -235,7 +236,7 @@ async def succeeded_intents(sandbox: Sandbox, kube: Kube, namespace: str, names:
             intent_id, {"payment_method": TEST_CARDS["success"], "return_url": "https://shop.example/return"})
         return name, intent.to_dict()
 
-    paid = await bounded(STRIPE_CONCURRENCY, [lambda n=n: pay(n) for n in names])  # type: ignore[misc]
+    paid = await bounded(STRIPE_CONCURRENCY, [lambda n=n: pay(n) for n in names])
     return dict(paid)
 
 
@@ -254,7 +255,7 @@ async def deliver_all(session: aiohttp.ClientSession, url: str, secret: str, bod
         return done - began, done, outcome
 
     started = time.monotonic()
-    results = await bounded(concurrency, [lambda b=b: post(b) for b in bodies])  # type: ignore[misc]
+    results = await bounded(concurrency, [lambda b=b: post(b) for b in bodies])
     return time.monotonic() - started, results
 
 
@@ -316,6 +317,7 @@ async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals:
             "samples": len(mirror),
             "expected": sum(len(r) for r in rounds),
             "accepted_to_kafka_ms": {"median": ms(median(mirror)), "p95": ms(percentile(mirror, 95)),
+                                     "min": ms(min(mirror)) if mirror else None,
                                      "max": ms(max(mirror)) if mirror else None},
         },
     }
@@ -359,6 +361,7 @@ def machine() -> dict[str, Any]:
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
     return {
         "cpus": os.cpu_count(),
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
         "usable_cpus": len(os.sched_getaffinity(0)),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -371,7 +374,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     report: dict[str, Any] = {"machine": machine(), "settings": settings}
     rounds_needed = args.rounds * args.first + args.unloaded
-    async with Sandbox() as sandbox:
+    async with Sandbox(Targets()) as sandbox:  # the emulator and the fake, never KUBEPAY_E2E_*: load stays local
         tenant = await sandbox.tenant("bench")
         operator = tenant.process("operator", KUBEPAY_STRIPE_RATE_LIMIT=str(args.rate))
         webhook = tenant.process("webhook")
@@ -409,6 +412,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await kube.close()
             await tenant.stop_processes()
     report["total_s"] = round(time.monotonic() - began, 1)
+    report["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     return report
 
 
@@ -417,10 +421,11 @@ def render(report: dict[str, Any]) -> str:
     m, u, rss = w["mirror"], report["mirror_unloaded"], report["peak_rss_mib"]
     hw = report["machine"]
     return "\n".join([
-        f"kubepay bench ({hw['usable_cpus']} CPUs, Python {hw['python']}, {hw['commit']}; "
-        f"one run, medians, {report['total_s']} s)",
+        f"kubepay bench ({hw['usable_cpus']} CPUs, load {hw['loadavg_1m_at_start']} -> {hw['loadavg_1m_at_end']}, "
+        f"Python {hw['python']}, {hw['commit']}; one run, medians, {report['total_s']} s)",
         f"1. controller: {c['resources']} PaymentIntents at once, KUBEPAY_STRIPE_RATE_LIMIT={c['rate_limit_per_s']:g}",
-        f"   all Stripe ids after {c['all_stripe_ids_s']} s ({c['resources_per_s']} resources/s); "
+        f"   all Stripe ids after {c['all_stripe_ids_s']} s ({c['resources_per_s']} resources/s; first Stripe "
+        f"request after {c['first_stripe_request_after_s']} s); "
         f"{c['stripe_requests']} Stripe requests ({c['stripe_create_requests']} creates, "
         f"{c['stripe_replayed']} replayed, {c['stripe_429']} x 429)",
         f"   Stripe rate: median {c['stripe_rate_median_1s']:g}/s over 1-s windows {c['stripe_windows_1s']} -> "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,16 @@ from kubepay.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ATTEMPTS = 3
+DEFAULT_RETRY_AFTER = 2.0
+
+
+def _retry_after(exc: stripe.StripeError) -> float:
+    """Stripe's Retry-After header when it sends one, else a couple of seconds."""
+    try:
+        return max(0.1, float((exc.headers or {}).get("Retry-After", DEFAULT_RETRY_AFTER)))
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
 
 
 @dataclass
@@ -52,7 +63,7 @@ class StripeGateway:
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=2,
+            max_network_retries=0,  # retried in _call, so that every attempt goes through the rate limiter
             http_client=self._http,
         )
         self._bucket = TokenBucket(rate_limit)
@@ -61,30 +72,40 @@ class StripeGateway:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        await self._bucket.acquire()
-        try:
-            result = await fn()
-        except stripe.RateLimitError as exc:
+        """One Stripe call; transient failures are retried here, each attempt taking a token from the bucket."""
+        for attempt in range(1, ATTEMPTS + 1):
+            await self._bucket.acquire()
+            try:
+                result = await fn()
+            except stripe.StripeError as exc:
+                failure = self._classify(operation, exc)
+                if isinstance(failure, StripeRejected) or attempt == ATTEMPTS:
+                    raise failure from exc
+                await asyncio.sleep(min(failure.retry_after, 0.5 * 2**attempt))
+                continue
+            metrics.STRIPE_REQUESTS.labels(operation, "ok").inc()
+            return result
+        raise AssertionError("unreachable")
+
+    def _classify(self, operation: str, exc: stripe.StripeError) -> StripeRejected | StripeUnavailable:
+        status = exc.http_status or 0
+        if isinstance(exc, stripe.RateLimitError):
             metrics.STRIPE_REQUESTS.labels(operation, "rate_limited").inc()
-            self._bucket.pause(2.0)
-            raise StripeUnavailable("Stripe rate limit reached", 2.0) from exc
-        except (stripe.APIConnectionError, stripe.APIError) as exc:
+            wait = _retry_after(exc)
+            self._bucket.pause(wait)  # everyone backs off, not just this caller
+            return StripeUnavailable("Stripe rate limit reached", wait)
+        transient = isinstance(exc, stripe.APIConnectionError | stripe.APIError) or status >= 500 or (
+            status == 409 and not isinstance(exc, stripe.IdempotencyError))
+        if transient:
             metrics.STRIPE_REQUESTS.labels(operation, "unavailable").inc()
-            raise StripeUnavailable(f"Stripe unavailable: {type(exc).__name__}", 5.0) from exc
-        except stripe.StripeError as exc:
-            status = exc.http_status or 0
-            if status >= 500 or (status == 409 and not isinstance(exc, stripe.IdempotencyError)):
-                metrics.STRIPE_REQUESTS.labels(operation, "unavailable").inc()
-                raise StripeUnavailable(f"Stripe answered {status}", 5.0) from exc
-            metrics.STRIPE_REQUESTS.labels(operation, "rejected").inc()
-            error = exc.error
-            raise StripeRejected(
-                code=str(getattr(error, "code", None) or exc.code or type(exc).__name__),
-                message=str(getattr(error, "message", None) or exc.user_message or "Stripe refused the request"),
-                decline_code=str(getattr(error, "decline_code", None) or ""),
-            ) from exc
-        metrics.STRIPE_REQUESTS.labels(operation, "ok").inc()
-        return result
+            return StripeUnavailable(f"Stripe unavailable: {type(exc).__name__} {status or ''}".strip(), 5.0)
+        metrics.STRIPE_REQUESTS.labels(operation, "rejected").inc()
+        error = exc.error
+        return StripeRejected(
+            code=str(getattr(error, "code", None) or exc.code or type(exc).__name__),
+            message=str(getattr(error, "message", None) or exc.user_message or "Stripe refused the request"),
+            decline_code=str(getattr(error, "decline_code", None) or ""),
+        )
 
     async def create_intent(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         intent = await self._call(
