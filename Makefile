@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check operator webhook migrations tests
+	$(BIN)/ruff check operator webhook migrations tests bench
 	$(BIN)/mypy
 
 test: lint
