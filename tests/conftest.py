@@ -1,5 +1,10 @@
 """Session-wide sandbox (real PostgreSQL, Kafka protocol, Stripe fake, Kubernetes API emulator) and
-per-test tenants: every test gets its own database, topics, namespace and webhook secret."""
+per-test tenants: every test gets its own database, topics, namespace and webhook secret.
+
+KUBEPAY_E2E_KUBECONFIG (+ KUBEPAY_E2E_CONTEXT) puts the tenants in a real cluster instead of the emulator,
+KUBEPAY_E2E_STRIPE_KEY=sk_test_... uses Stripe test mode instead of the fake (kubepay.sandbox.targets);
+tests marked needs_emulator / needs_fake_stripe are then skipped.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,41 @@ import pytest
 import pytest_asyncio
 
 from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import Sandbox, Tenant
+from kubepay.sandbox.stack import Sandbox, Targets, TargetsError, Tenant
 from tests.helpers import Kube
+
+TARGETS = pytest.StashKey[Targets]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[TARGETS] = Targets.from_env()
+    except TargetsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    targets = config.stash[TARGETS]
+    return f"kubepay e2e: {targets.describe()}" if targets.real_kube or targets.real_stripe else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    targets = config.stash[TARGETS]
+    skips = {
+        "needs_fake_stripe": targets.real_stripe and "needs the Stripe fake's test controls; "
+                                                     "this run uses Stripe test mode (KUBEPAY_E2E_STRIPE_KEY)",
+        "needs_emulator": targets.real_kube and "needs the Kubernetes API emulator's controls; "
+                                                "this run uses a real cluster (KUBEPAY_E2E_KUBECONFIG)",
+    }
+    for item in items:
+        for marker, reason in skips.items():
+            if reason and item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest_asyncio.fixture(scope="session")
-async def sandbox() -> AsyncIterator[Sandbox]:
-    async with Sandbox() as box:
+async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Sandbox]:
+    async with Sandbox(request.config.stash[TARGETS]) as box:
         yield box
 
 
@@ -27,6 +60,7 @@ async def tenant(sandbox: Sandbox) -> AsyncIterator[Tenant]:
         yield t
     finally:
         await t.stop_processes()
+        await sandbox.release(t)
 
 
 @pytest_asyncio.fixture()
@@ -51,7 +85,8 @@ class Running:
 
 @pytest_asyncio.fixture()
 async def running(tenant: Tenant, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
-    operator = tenant.process("operator")
+    marker = request.node.get_closest_marker("operator_env")
+    operator = tenant.process("operator", **(marker.kwargs if marker else {}))
     webhook = tenant.process("webhook")
     await operator.start()
     await webhook.start()

@@ -115,6 +115,15 @@ class Kube:
     async def events(self, namespace: str) -> list[Any]:
         return list((await self.core.list_namespaced_event(namespace)).items)
 
+    async def wait_events(self, namespace: str, name: str, reasons: set[str], type_: str | None = None,
+                          timeout: float = 15.0) -> list[Any]:
+        """The object's Events once every reason in `reasons` is there (the controller posts them in batches)."""
+        async def probe() -> list[Any] | None:
+            found = [e for e in await self.events(namespace)
+                     if e.involved_object.name == name and (type_ is None or e.type == type_)]
+            return found if reasons <= {e.reason for e in found} else None
+        return await wait_for(probe, timeout, f"events {sorted(reasons)} on {namespace}/{name}")
+
     async def close(self) -> None:
         await self.api.close()
 

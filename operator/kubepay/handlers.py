@@ -63,7 +63,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
 
 
 @kopf.on.probe(id="runtime")
-def runtime_ready(memo: kopf.Memo, **_: Any) -> bool:
+async def runtime_ready(memo: kopf.Memo, **_: Any) -> bool:
     """kopf's health endpoint fails until start-up (clients, migrations, backfill) has finished."""
     if "runtime" not in memo:
         raise kopf.TemporaryError("starting up")

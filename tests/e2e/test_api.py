@@ -29,7 +29,7 @@ async def api_process(running: Running) -> AsyncIterator[KubepayProcess]:
 
 
 async def _intents_for(sandbox: Sandbox, uid: str) -> list[dict[str, Any]]:
-    listing = await sandbox.stripe.client().v1.payment_intents.list_async({"limit": 100})
+    listing = await sandbox.stripe_client().v1.payment_intents.list_async({"limit": 100})
     return [i.to_dict() for i in listing.data if (i.to_dict().get("metadata") or {}).get("kubepay_uid") == uid]
 
 
@@ -118,7 +118,7 @@ async def test_create_repeat_read_pay_and_refund_through_the_api(
     assert initiated.value["amount_minor"] == 1999
 
     # Pay it: the succeeded and OrderStatusUpdated messages match their schemas, and the API shows it.
-    stripe_client = sandbox.stripe.client()
+    stripe_client = sandbox.stripe_client()
     await stripe_client.v1.payment_intents.confirm_async(
         intent["id"], {"payment_method": TEST_CARDS["success"], "return_url": "https://shop.example/return"})
     paid = (await stripe_client.v1.payment_intents.retrieve_async(intent["id"])).to_dict()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kubepay.identity import intent_idempotency_key
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, intents_for, wait_for
 
 
+@pytest.mark.needs_fake_stripe  # holds Stripe's answer, reads the request log
 async def test_killed_after_stripe_create_restarts_without_a_second_intent(
         sandbox: Sandbox, running: Running, kube: Kube) -> None:
     ns = running.namespace
@@ -15,7 +18,7 @@ async def test_killed_after_stripe_create_restarts_without_a_second_intent(
     try:
         created = await kube.create_pi(ns, "crash", {"orderId": "5001", "amount": 500, "currency": "eur"})
         uid = created["metadata"]["uid"]
-        await wait_for(lambda: intents_for(sandbox.stripe.client(), uid), what="the intent to exist in Stripe")
+        await wait_for(lambda: intents_for(sandbox.stripe_client(), uid), what="the intent to exist in Stripe")
         await running.operator.kill()
     finally:
         await sandbox.stripe.release()
@@ -25,7 +28,7 @@ async def test_killed_after_stripe_create_restarts_without_a_second_intent(
 
     await running.tenant.process("operator").start()
     pi = await kube.wait_pi(ns, "crash", lambda o: bool(o.get("status", {}).get("stripe")), what="Stripe id")
-    intents = await intents_for(sandbox.stripe.client(), uid)
+    intents = await intents_for(sandbox.stripe_client(), uid)
     assert [i["id"] for i in intents] == [pi["status"]["stripe"]["paymentIntentId"]]
     creates = [r for r in await sandbox.stripe.requests_log()
                if r["method"] == "POST" and r["path"] == "/v1/payment_intents"

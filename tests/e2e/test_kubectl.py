@@ -128,7 +128,7 @@ async def test_platform_engineer_pays_and_refunds_with_kubectl(
                                           timeout=45.0))
     await asyncio.sleep(1.0)
     assert not waiting.done(), f"kubectl wait returned before the payment: {waiting.result()}"
-    await confirm_and_notify(sandbox.stripe.client(), intent_id, TEST_CARDS["success"],
+    await confirm_and_notify(sandbox.stripe_client(), intent_id, TEST_CARDS["success"],
                              running.tenant.webhook_url, running.tenant.webhook_secret)
     waited = (await waiting).ok()
     assert waited.stdout.strip() == "paymentintent.kubepay.io/order-1111 condition met", waited

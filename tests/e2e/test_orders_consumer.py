@@ -97,7 +97,7 @@ async def test_orders_become_one_payment_each_and_poison_goes_to_the_dlq(
     [initiated] = await messages(sandbox.kafka, topics.initiated, "5001", 1)
     validate_message("payments.initiated", initiated.value)
     assert (initiated.value["amount"], initiated.value["amount_minor"]) == ("19.99", 1999)
-    listing = await sandbox.stripe.client().v1.payment_intents.list_async({"limit": 100})
+    listing = await sandbox.stripe_client().v1.payment_intents.list_async({"limit": 100})
     uid = first["metadata"]["uid"]
     assert len([i for i in listing.data if (i.to_dict().get("metadata") or {}).get("kubepay_uid") == uid]) == 1
 
