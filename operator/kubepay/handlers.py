@@ -49,6 +49,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
     settings.networking.request_timeout = 30
     settings.posting.level = logging.INFO
     config: Settings = memo["settings"]
+    # One exact namespace needs no namespace scanning (nor the RBAC to list/watch namespaces).
+    settings.scanning.disabled = config.namespace is not None
     if config.admission_port:
         from kubepay.admission import configure_server
 

@@ -7,7 +7,7 @@ import pytest
 from kubepay.identity import intent_idempotency_key
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
-from tests.helpers import Kube, intents_for, wait_for
+from tests.helpers import Kube, intents_for, stripe_id, wait_for
 
 
 @pytest.mark.needs_fake_stripe  # holds Stripe's answer, reads the request log
@@ -34,3 +34,13 @@ async def test_killed_after_stripe_create_restarts_without_a_second_intent(
                if r["method"] == "POST" and r["path"] == "/v1/payment_intents"
                and r["idempotency_key"] == intent_idempotency_key(uid)]
     assert [r["replayed"] for r in creates] == [False, True]
+
+
+async def test_a_promptly_restarted_controller_serves_new_resources(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns = running.namespace
+    await running.operator.stop()
+    await running.tenant.process("operator").start()
+    created = await kube.create_pi(ns, "after-restart", {"orderId": "5002", "amount": 1000, "currency": "usd"})
+    intent_id = await stripe_id(kube, ns, "after-restart")
+    assert [i["id"] for i in await intents_for(sandbox.stripe_client(), created["metadata"]["uid"])] == [intent_id]

@@ -37,7 +37,7 @@ class KubepayProcess:
             "-m",
             "kubepay",
             self.command,
-            env={**os.environ, **self._env},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self._env},
             stdout=self._log,
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
