@@ -6,7 +6,9 @@ import logging
 import time
 
 from kubepay import stripe_events
+from kubepay.kube_client import Conflict, KubeUnavailable
 from kubepay.runtime import Runtime
+from kubepay.store import StoreUnavailable
 from kubepay.stripe_gateway import StripeRejected, StripeUnavailable
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ async def replay_missed_events(rt: Runtime) -> int:
                 continue
             outcome = await stripe_events.handle(event, rt.store, rt.kube, rt.settings.namespace)
             applied += outcome == "applied"
-    except (StripeRejected, StripeUnavailable) as exc:
+    except (StripeRejected, StripeUnavailable, StoreUnavailable, KubeUnavailable, Conflict) as exc:
         log.warning("backfill from Stripe's Events API stopped early: %s", exc)
+    log.info("backfill from Stripe's Events API applied %d missed event(s)", applied)
     return applied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -11,14 +12,13 @@ import kopf
 import prometheus_client
 
 from kubepay import backfill, downstream, identity, metrics, orders_consumer
-from kubepay.conditions import set_condition
 from kubepay.config import Settings
 from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
 from kubepay.intents import AdoptionRefused, AmountLocked, adopt_intent, create_intent, reconcile_spec
 from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION
 from kubepay.phases import FINAL, Phase, observe_intent
 from kubepay.runtime import Runtime
-from kubepay.status_writer import apply_observation
+from kubepay.status_writer import apply_observation, write_not_synced
 from kubepay.stripe_gateway import StripeRejected
 
 CANCELABLE = {"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action"}
@@ -58,8 +58,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     rt = memo["runtime"] = await Runtime.start(config)
-    replayed = await backfill.replay_missed_events(rt)
-    logger.info("backfill from Stripe's Events API applied %d missed event(s)", replayed)
+    # The catch-up may page through days of events: it runs beside the watches, not before them.
+    memo["backfill"] = asyncio.create_task(backfill.replay_missed_events(rt))
     if config.orders_consumer_in_operator:
         memo["orders_consumer"] = await orders_consumer.start_background(config, rt.kube)
 
@@ -74,6 +74,8 @@ async def runtime_ready(memo: kopf.Memo, **_: Any) -> bool:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "backfill" in memo:
+        memo["backfill"].cancel()
     if "orders_consumer" in memo:
         await memo["orders_consumer"].stop()
     if "runtime" in memo:
@@ -94,14 +96,17 @@ async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.
     try:
         intent = await (adopt_intent(rt, raw, adopt) if adopt else create_intent(rt, raw))
     except AdoptionRefused as exc:
-        await _set_synced(rt, raw, "AdoptionRefused", str(exc))
+        await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "AdoptionRefused", str(exc))
         kopf.warn(body, reason="AdoptionRefused", message=str(exc))
         raise kopf.PermanentError(str(exc)) from None
     except StripeRejected as exc:
         if adopt:
-            await _set_synced(rt, raw, "StripeRejected", str(exc))
+            await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "StripeRejected", str(exc))
         else:
-            await _record_rejection(rt, raw, exc)
+            await write_not_synced(
+                rt.kube, PAYMENT_INTENTS, raw, "StripeRejected", str(exc), ready_reason=Phase.FAILED.value,
+                extra={"phase": Phase.FAILED.value, "failure": exc.failure(),
+                       "paymentId": str(identity.payment_id(raw["metadata"]["uid"]))})
         kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the PaymentIntent: {exc}")
         raise kopf.PermanentError(f"Stripe refused the PaymentIntent: {exc}") from None
     except RETRYABLE as exc:
@@ -110,30 +115,6 @@ async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.
     verb = "Adopted" if adopt else "Created"
     kopf.info(body, reason=f"StripeIntent{verb}",
               message=f"{verb} Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}")
-
-
-async def _set_synced(rt: Runtime, body: dict[str, Any], reason: str, message: str) -> None:
-    meta = body["metadata"]
-    generation = meta.get("generation")
-    conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, reason, message,
-                               generation)
-    conditions = set_condition(conditions, "Ready", False, reason, message, generation)
-    await rt.kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"],
-                               {"conditions": conditions, "observedGeneration": generation}, None)
-
-
-async def _record_rejection(rt: Runtime, body: dict[str, Any], exc: StripeRejected) -> None:
-    meta = body["metadata"]
-    generation = meta.get("generation")
-    conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, "StripeRejected",
-                               str(exc), generation)
-    conditions = set_condition(conditions, "Ready", False, Phase.FAILED.value, str(exc), generation)
-    await rt.kube.patch_status(
-        PAYMENT_INTENTS, meta["namespace"], meta["name"],
-        {"phase": Phase.FAILED.value, "failure": exc.failure(), "paymentId": str(identity.payment_id(meta["uid"])),
-         "observedGeneration": generation, "conditions": conditions},
-        meta.get("resourceVersion"),
-    )
 
 
 @kopf.on.event(GROUP, VERSION, PAYMENT_INTENTS)
@@ -202,7 +183,7 @@ async def _follow_spec(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any]) -
         return
     except StripeRejected as exc:
         kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the change: {exc}")
-        await _set_synced(rt, snapshot, "StripeRejected", str(exc))
+        await write_not_synced(rt.kube, PAYMENT_INTENTS, snapshot, "StripeRejected", str(exc))
         return
     if done:
         kopf.info(body, reason="SpecApplied", message=done)

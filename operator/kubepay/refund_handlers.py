@@ -25,7 +25,7 @@ from kubepay.refunds import (
     refund_status_patch,
 )
 from kubepay.runtime import Runtime
-from kubepay.status_writer import apply_observation, write_status
+from kubepay.status_writer import apply_observation, write_not_synced, write_status
 from kubepay.stripe_gateway import StripeRejected
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,9 @@ async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.
 
 
 async def _refuse(rt: Runtime, body: dict[str, Any], code: str, message: str) -> None:
-    meta = body["metadata"]
-    generation = meta.get("generation")
-    conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, "RefundRefused",
-                               message, generation)
-    conditions = set_condition(conditions, "Ready", False, RefundPhase.FAILED.value, message, generation)
-    await rt.kube.patch_status(PAYMENT_REFUNDS, meta["namespace"], meta["name"],
-                               {"phase": RefundPhase.FAILED.value, "failure": {"code": code, "message": message},
-                                "observedGeneration": generation, "conditions": conditions}, None)
+    await write_not_synced(rt.kube, PAYMENT_REFUNDS, body, "RefundRefused", message,
+                           ready_reason=RefundPhase.FAILED.value,
+                           extra={"phase": RefundPhase.FAILED.value, "failure": {"code": code, "message": message}})
 
 
 @kopf.on.event(GROUP, VERSION, PAYMENT_REFUNDS)

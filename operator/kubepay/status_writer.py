@@ -41,6 +41,21 @@ async def write_status(kube: KubeClient, plural: str, namespace: str, name: str,
     raise Conflict(f"status of {namespace}/{name} kept changing; gave up after {MAX_CONFLICT_RETRIES} tries")
 
 
+async def write_not_synced(kube: KubeClient, plural: str, body: dict[str, Any], reason: str, message: str,
+                           extra: dict[str, Any] | None = None, ready_reason: str | None = None) -> None:
+    """Synced=False and Ready=False with the reason, plus `extra` status fields (a refusal, a failure).
+
+    No precondition: only the controller writes these, before Stripe holds anything to report.
+    """
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, reason, message,
+                               generation)
+    conditions = set_condition(conditions, "Ready", False, ready_reason or reason, message, generation)
+    await kube.patch_status(plural, meta["namespace"], meta["name"],
+                            {**(extra or {}), "observedGeneration": generation, "conditions": conditions}, None)
+
+
 def ready_condition(status: dict[str, Any], phase: Phase, generation: int | None) -> list[dict[str, Any]]:
     ready = phase in (Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED, Phase.REFUNDED)
     message = f"Stripe reports {status.get('stripe', {}).get('status', 'unknown')}"

@@ -87,7 +87,7 @@ def _target(metadata: dict[str, Any]) -> tuple[str, str, str] | None:
     namespace, name = metadata.get(identity.METADATA_NAMESPACE), metadata.get(identity.METADATA_NAME)
     if not namespace or not name:
         return None
-    return str(namespace), str(name), str(metadata.get(identity.METADATA_UID) or "") or ""
+    return str(namespace), str(name), str(metadata.get(identity.METADATA_UID) or "")
 
 
 async def _apply_intent(kube: KubeClient, target: tuple[str, str, str] | None, obs: Observation,

@@ -37,6 +37,12 @@ async def _intent(sandbox: Sandbox, intent_id: str) -> dict[str, Any]:
     return result
 
 
+async def _row_where(running: Running, order_id: str, **expected: Any) -> dict[str, Any] | None:
+    """The order's payments row once its columns have the expected values."""
+    row = await _row(running, order_id)
+    return row if row and all(row[k] == v for k, v in expected.items()) else None
+
+
 async def _row(running: Running, order_id: str) -> dict[str, Any] | None:
     rows = await fetch(running.tenant.database_url, "SELECT * FROM payments WHERE order_id = $1", order_id)
     return rows[0] if rows else None
@@ -58,17 +64,12 @@ async def test_partial_manual_capture(sandbox: Sandbox, running: Running, kube: 
     assert pi["status"]["amountReceived"] == 600
     intent = await _intent(sandbox, intent_id)
     assert (intent["status"], intent["amount_received"]) == ("succeeded", 600)
-    row = await wait_for(lambda: _row(running, "8001"), what="row")
-    await wait_for(lambda: _succeeded_row(running, "8001"), what="row succeeded")
+    row = await wait_for(lambda: _row_where(running, "8001", status="succeeded", amount_received=600),
+                         what="row succeeded")
     [succeeded] = await messages(sandbox.kafka, running.tenant.topics.succeeded, "8001", 1)
     assert succeeded.value["amount_minor"] == 1000
     assert row["amount"] == 1000
     await kube.wait_events(ns, "hold", {"SpecApplied"})
-
-
-async def _succeeded_row(running: Running, order_id: str) -> dict[str, Any] | None:
-    row = await _row(running, order_id)
-    return row if row and row["status"] == "succeeded" and row["amount_received"] == 600 else None
 
 
 async def test_delete_with_cancel_cancels_in_stripe_and_keeps_the_row(
@@ -132,7 +133,7 @@ async def test_amount_change_before_and_after_confirmation(sandbox: Sandbox, run
     assert (await _intent(sandbox, intent_id))["amount"] == 1500
     synced = {c["type"]: c for c in pi["status"]["conditions"]}["Synced"]
     assert synced["status"] == "True"
-    await wait_for(lambda: _amount_row(running, "8005", 1500), what="row amount 1500")
+    await wait_for(lambda: _row_where(running, "8005", amount=1500), what="row amount 1500")
 
     await confirm_and_notify(sandbox.stripe_client(), intent_id, "pm_card_visa", running.tenant.webhook_url,
                              running.tenant.webhook_secret)
@@ -155,11 +156,6 @@ async def test_amount_change_before_and_after_confirmation(sandbox: Sandbox, run
     assert succeeded.value["amount_minor"] == 1500
 
 
-async def _amount_row(running: Running, order_id: str, amount: int) -> dict[str, Any] | None:
-    row = await _row(running, order_id)
-    return row if row and row["amount"] == amount else None
-
-
 async def test_adoption_of_an_existing_intent_and_refusal_on_mismatch(
         sandbox: Sandbox, running: Running, kube: Kube) -> None:
     ns = running.namespace
@@ -180,7 +176,7 @@ async def test_adoption_of_an_existing_intent_and_refusal_on_mismatch(
     await kube.phase_is(ns, "adopted", "Succeeded")
     [succeeded] = await messages(sandbox.kafka, running.tenant.topics.succeeded, "8006", 1)
     assert succeeded.value["provider_id"] == outside["id"]
-    row = await wait_for(lambda: _status_row(running, "8006", "succeeded"), what="row succeeded")
+    row = await wait_for(lambda: _row_where(running, "8006", status="succeeded"), what="row succeeded")
     assert row["provider_payment_id"] == outside["id"]
 
     other = (await stripe_client.v1.payment_intents.create_async({"amount": 900, "currency": "usd"})).to_dict()
@@ -210,12 +206,7 @@ async def test_lost_webhook_is_repaired_by_the_resync(sandbox: Sandbox, running:
     assert pi["status"]["stripe"].get("lastEventId") is None
     [succeeded] = await messages(sandbox.kafka, running.tenant.topics.succeeded, "8008", 1)
     assert succeeded.value["provider_id"] == intent_id
-    await wait_for(lambda: _status_row(running, "8008", "succeeded"), what="row succeeded")
-
-
-async def _status_row(running: Running, order_id: str, status: str) -> dict[str, Any] | None:
-    row = await _row(running, order_id)
-    return row if row and row["status"] == status else None
+    await wait_for(lambda: _row_where(running, "8008", status="succeeded"), what="row succeeded")
 
 
 async def test_events_missed_while_down_are_backfilled_at_start(
@@ -257,7 +248,7 @@ async def test_pause_and_resume(sandbox: Sandbox, running: Running, kube: Kube) 
     assert pi is not None
     assert "paused" not in pi["status"]
     await kube.wait_events(ns, "frozen", {"Resumed"})
-    await wait_for(lambda: _amount_row(running, "8010", 1300), what="row amount 1300 after resuming")
+    await wait_for(lambda: _row_where(running, "8010", amount=1300), what="row amount 1300 after resuming")
     [initiated] = await messages(sandbox.kafka, running.tenant.topics.initiated, "8010", 1)
     assert initiated.value["provider_id"] == intent_id
 
