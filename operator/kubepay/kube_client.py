@@ -6,6 +6,7 @@ import base64
 import os
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -67,12 +68,8 @@ class KubeClient:
             return await coro
         except ApiException as exc:
             raise _translate(exc) from None
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
             raise KubeUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("aiohttp"):
-                raise KubeUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from None
-            raise
 
     async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         """Read through the status subresource: the whole object, with RBAC on `<plural>/status` only."""
