@@ -56,6 +56,11 @@ async def write_not_synced(kube: KubeClient, plural: str, body: dict[str, Any], 
                             {**(extra or {}), "observedGeneration": generation, "conditions": conditions}, None)
 
 
+def recorded_by(status: dict[str, Any], event_id: str | None) -> bool:
+    """Whether status already holds what Stripe event `event_id` reported (it was applied before)."""
+    return event_id is not None and (status.get("stripe") or {}).get("lastEventId") == event_id
+
+
 def ready_condition(status: dict[str, Any], phase: Phase, generation: int | None) -> list[dict[str, Any]]:
     ready = phase in (Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED, Phase.REFUNDED)
     message = f"Stripe reports {status.get('stripe', {}).get('status', 'unknown')}"
@@ -103,7 +108,8 @@ async def apply_observation(
 ) -> bool:
     """Apply `obs` to a PaymentIntent if it is newer than what status holds, plus the `always` fields.
 
-    Returns whether the observation itself was applied.
+    Returns whether the observation is in status: applied now, or applied before by the same Stripe event
+    (a concurrent duplicate delivery, or a redelivery after a crash), so the ledger records `applied` for it.
     """
     applied = False
 
@@ -111,9 +117,11 @@ async def apply_observation(
         nonlocal applied
         current: dict[str, Any] = body.get("status") or {}
         patch: dict[str, Any] = dict(always or {})
-        applied = supersedes(current, obs)
-        if applied:
+        if supersedes(current, obs):
+            applied = True
             patch.update(observation_status({**current, **patch}, obs, body["metadata"].get("generation")))
+        else:
+            applied = recorded_by(current, obs.event_id)
         return patch or None
 
     await write_status(kube, PAYMENT_INTENTS, namespace, name, uid, compute)

@@ -172,8 +172,9 @@ class Store:
         return bool(rows and rows[0]["processed"])
 
     async def mark_processed(self, event_id: str, outcome: str) -> None:
+        """Record the outcome; `applied` is never overwritten (a concurrent duplicate sees `stale`)."""
         await self._execute(
             "UPDATE payment_events SET processed = true, processed_at = now(), outcome = $2 "
-            "WHERE stripe_event_id = $1",
+            "WHERE stripe_event_id = $1 AND outcome IS DISTINCT FROM 'applied'",
             event_id, outcome,
         )

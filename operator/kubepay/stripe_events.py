@@ -9,7 +9,7 @@ from kubepay import identity, metrics
 from kubepay.kube_client import KubeClient, NotFound
 from kubepay.phases import Observation, observe_intent, observe_refunded_charge
 from kubepay.refunds import PAYMENT_REFUNDS, RefundObservation, refund_status_patch
-from kubepay.status_writer import apply_observation, write_status
+from kubepay.status_writer import apply_observation, recorded_by, write_status
 from kubepay.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,15 @@ async def _apply(event: dict[str, Any], store: Store, kube: KubeClient, namespac
             if target is None or (namespace and target[0] != namespace):
                 return "unknown_refund"
             obs = RefundObservation.of(obj, created, event["id"])
-            written = await write_status(kube, PAYMENT_REFUNDS, target[0], target[1], target[2],
-                                         lambda body: refund_status_patch(body, obs))
-            return "applied" if written else "stale"
+            seen = False
+
+            def compute(body: dict[str, Any]) -> dict[str, Any] | None:
+                nonlocal seen
+                seen = recorded_by(body.get("status") or {}, obs.event_id)
+                return refund_status_patch(body, obs)
+
+            written = await write_status(kube, PAYMENT_REFUNDS, target[0], target[1], target[2], compute)
+            return "applied" if written or seen else "stale"
     except NotFound:
         return "unknown_payment"
     return "unhandled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -35,6 +36,35 @@ async def test_same_event_three_times_changes_state_and_publishes_once(
     assert [body["outcome"] for _, body in answers] == ["applied", "duplicate", "duplicate"]
     await kube.wait_pi(ns, "dup", lambda o: "succeeded" in o["status"].get("published", []), what="published")
     assert len(await messages(sandbox.kafka, running.tenant.topics.succeeded, "4001", 1)) == 1
+    ledger = await fetch(running.tenant.database_url, "SELECT processed, outcome FROM payment_events "
+                         "WHERE stripe_event_id = $1", event["id"])
+    assert ledger == [{"processed": True, "outcome": "applied"}]
+
+
+async def test_concurrent_duplicates_leave_applied_in_the_ledger(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
+    intent = await _intent(sandbox, kube, ns, "racing", "4007")
+    event = stripe_event("payment_intent.succeeded", _as(intent, "succeeded", amount_received=1999))
+    answers = await asyncio.gather(*(deliver(url, event, secret) for _ in range(8)))
+    assert [status for status, _ in answers] == [200] * 8
+    outcomes = sorted(body["outcome"] for _, body in answers)
+    assert "applied" in outcomes and set(outcomes) <= {"applied", "duplicate"}, outcomes
+    ledger = await fetch(running.tenant.database_url, "SELECT processed, outcome FROM payment_events "
+                         "WHERE stripe_event_id = $1", event["id"])
+    assert ledger == [{"processed": True, "outcome": "applied"}]
+
+
+async def test_redelivery_after_a_crash_before_the_ledger_update_records_applied(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
+    intent = await _intent(sandbox, kube, ns, "crashed", "4008")
+    event = stripe_event("payment_intent.succeeded", _as(intent, "succeeded", amount_received=1999))
+    assert (await deliver(url, event, secret))[1]["outcome"] == "applied"
+    # The receiver died after patching status, before marking the event processed.
+    await fetch(running.tenant.database_url, "UPDATE payment_events SET processed = false, outcome = NULL "
+                "WHERE stripe_event_id = $1", event["id"])
+    assert (await deliver(url, event, secret))[1]["outcome"] == "applied"
     ledger = await fetch(running.tenant.database_url, "SELECT processed, outcome FROM payment_events "
                          "WHERE stripe_event_id = $1", event["id"])
     assert ledger == [{"processed": True, "outcome": "applied"}]
