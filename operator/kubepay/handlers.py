@@ -138,6 +138,8 @@ async def mirror(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> 
         if is_paused(snapshot) != state["paused"]:
             await _announce_pause(rt, body, snapshot, not state["paused"])
             state["paused"] = not state["paused"]
+            # Webhooks applied while paused are in status already; what Stripe did meanwhile may not be.
+            state["resync"] = not state["paused"]
         if state["paused"]:
             return None
         state["phase"] = _announce_transition(body, snapshot, state["phase"])

@@ -253,6 +253,21 @@ async def test_pause_and_resume(sandbox: Sandbox, running: Running, kube: Kube) 
     assert initiated.value["provider_id"] == intent_id
 
 
+async def test_resume_reads_stripe_and_repairs_status(sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns = running.namespace
+    await kube.create_pi(ns, "paid-while-paused", {**SPEC, "orderId": "8012"})
+    intent_id = await stripe_id(kube, ns, "paid-while-paused")
+    await _patch(kube, ns, "paid-while-paused", {"metadata": {"annotations": {"kubepay.io/paused": "true"}}})
+    await kube.wait_pi(ns, "paid-while-paused", lambda o: o["status"].get("paused") is True, what="paused")
+    # The customer pays while kubepay is paused, and the webhook never arrives.
+    await sandbox.stripe_client().v1.payment_intents.confirm_async(
+        intent_id, {"payment_method": "pm_card_visa", "return_url": "https://shop.example/return"})
+    assert (await _intent(sandbox, intent_id))["status"] == "succeeded"
+    await _patch(kube, ns, "paid-while-paused", {"metadata": {"annotations": {"kubepay.io/paused": None}}})
+    await kube.phase_is(ns, "paid-while-paused", "Succeeded")
+    await wait_for(lambda: _row_where(running, "8012", status="succeeded"), what="row succeeded after resuming")
+
+
 async def test_stripe_payment_intent_id_is_immutable(running: Running, kube: Kube) -> None:
     ns = running.namespace
     await kube.create_pi(ns, "fixed-id", {**SPEC, "orderId": "8011", "stripePaymentIntentId": "pi_missing"})
