@@ -6,26 +6,25 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from kubepay import config, logs, migrate
+from sqlalchemy.exc import DBAPIError
+
+from kubepay import __version__, config, dependencies, logs, migrate
 
 
-def _settings(
-    *, need_stripe: bool, need_kafka: bool, need_webhook_secret: bool = False, need_api_token: bool = False
-) -> config.Settings:
+def _settings(command: str) -> config.Settings:
+    """The command's settings, or every problem on stderr (one line each) and exit code 2."""
     try:
-        return config.load(
-            need_stripe=need_stripe, need_kafka=need_kafka, need_webhook_secret=need_webhook_secret,
-            need_api_token=need_api_token,
-        )
+        return config.load(command=command)
     except config.ConfigError as exc:
-        print(f"kubepay: configuration error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"kubepay {command}: configuration error: {problem}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def run_operator(args: argparse.Namespace) -> None:
-    settings = _settings(need_stripe=True, need_kafka=True)
+    settings = _settings(config.OPERATOR)
     logs.setup(settings.log_level)
     import kopf
 
@@ -48,7 +47,7 @@ def run_operator(args: argparse.Namespace) -> None:
 
 
 def run_webhook(args: argparse.Namespace) -> None:
-    settings = _settings(need_stripe=False, need_kafka=False, need_webhook_secret=True)
+    settings = _settings(config.WEBHOOK)
     logs.setup(settings.log_level)
     from kubepay_webhook.main import serve
 
@@ -56,7 +55,7 @@ def run_webhook(args: argparse.Namespace) -> None:
 
 
 def run_api(args: argparse.Namespace) -> None:
-    settings = _settings(need_stripe=False, need_kafka=False, need_api_token=True)
+    settings = _settings(config.API)
     logs.setup(settings.log_level)
     from kubepay_webhook.api_main import serve
 
@@ -64,7 +63,7 @@ def run_api(args: argparse.Namespace) -> None:
 
 
 def run_orders_consumer(args: argparse.Namespace) -> None:
-    settings = _settings(need_stripe=False, need_kafka=True)
+    settings = _settings(config.ORDERS)
     logs.setup(settings.log_level)
     from kubepay.orders_consumer import serve
 
@@ -72,10 +71,16 @@ def run_orders_consumer(args: argparse.Namespace) -> None:
 
 
 def run_migrate(args: argparse.Namespace) -> None:
-    settings = _settings(need_stripe=False, need_kafka=False)
+    settings = _settings(config.MIGRATE)
     logs.setup(settings.log_level)
-    migrate.upgrade(settings.database_url, args.revision)
-    print(f"kubepay: database migrated to {args.revision}")
+    try:
+        migrate.upgrade(settings.database_url, args.revision)
+    except (OSError, TimeoutError, DBAPIError) as exc:  # a Job: exit, and let Kubernetes retry it
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"kubepay migrate: PostgreSQL at {dependencies.postgres_address(settings.database_url)} "
+              f"unavailable: {type(exc).__name__}: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"kubepay migrate: database migrated to {args.revision}")
 
 
 def run_sandbox(args: argparse.Namespace) -> None:
@@ -92,26 +97,26 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="kubepay", description="Payments the Kubernetes way.")
+    root.add_argument("--version", action="version", version=f"kubepay {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("operator", help="run the PaymentIntent controller").set_defaults(fn=run_operator)
-    commands.add_parser("webhook", help="run the Stripe webhook receiver").set_defaults(fn=run_webhook)
-    commands.add_parser("api", help="run the payments HTTP API (POST /payments/intent, ...)").set_defaults(
-        fn=run_api
-    )
-    commands.add_parser(
-        "orders-consumer", help="turn orders.created events into PaymentIntent resources"
-    ).set_defaults(fn=run_orders_consumer)
-    migrate_cmd = commands.add_parser("migrate", help="apply the database migrations (idempotent)")
+
+    def command(name: str, summary: str, fn: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        epilog = config.help_text(name) if name in config.ALL else None
+        sub = commands.add_parser(name, help=summary, description=summary, epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(fn=fn)
+        return sub
+
+    command(config.OPERATOR, "run the PaymentIntent controller", run_operator)
+    command(config.WEBHOOK, "run the Stripe webhook receiver", run_webhook)
+    command(config.API, "run the payments HTTP API (POST /payments/intent, ...)", run_api)
+    command(config.ORDERS, "turn orders.created events into PaymentIntent resources", run_orders_consumer)
+    migrate_cmd = command(config.MIGRATE, "apply the database migrations (idempotent)", run_migrate)
     migrate_cmd.add_argument("--revision", default="head", help="target alembic revision (default: head)")
-    migrate_cmd.set_defaults(fn=run_migrate)
-    sandbox = commands.add_parser(
-        "sandbox", help="run PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator locally"
-    )
+    sandbox = command("sandbox", "run PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator locally",
+                      run_sandbox)
     sandbox.add_argument("--env-file", help="write the settings for kubepay processes to this file")
-    sandbox.set_defaults(fn=run_sandbox)
-    commands.add_parser("demo", help="show the whole payment flow in the sandbox and exit").set_defaults(
-        fn=run_demo
-    )
+    command("demo", "show the whole payment flow in the sandbox and exit", run_demo)
     return root
 
 

@@ -1,4 +1,9 @@
-"""Settings from the environment; a missing or malformed value stops start-up with one line."""
+"""Settings from the environment, read once at start.
+
+`VARIABLES` is the one list of what each command reads, with defaults and meanings: `load` reads from it
+and `kubepay <command> --help` prints it. Every missing or malformed value is reported, one line each,
+before a process starts.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,114 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
+OPERATOR, WEBHOOK, API, ORDERS, MIGRATE = "operator", "webhook", "api", "orders-consumer", "migrate"
+ALL = frozenset({OPERATOR, WEBHOOK, API, ORDERS, MIGRATE})
+
 
 class ConfigError(Exception):
-    """A setting is missing or malformed; the message names it and never echoes secrets."""
+    """Settings are missing or malformed; `problems` has one line per variable and never echoes secrets."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str  # "" = no default (required where `required` says, else unset)
+    meaning: str
+    commands: frozenset[str]
+    required: frozenset[str] = frozenset()
+
+
+def _v(name: str, default: str, meaning: str, *commands: str, required: tuple[str, ...] = ()) -> Variable:
+    return Variable(name, default, meaning, frozenset(commands) if commands else ALL, frozenset(required))
+
+
+_TOPIC_DEFAULTS = {
+    "initiated": "payments.initiated", "succeeded": "payments.succeeded", "failed": "payments.failed",
+    "canceled": "payments.canceled", "refunded": "payments.refunded", "order_status": "orders.status",
+    "orders_created": "orders.created", "orders_dlq": "orders.created.dlq",
+}
+
+VARIABLES: tuple[Variable, ...] = (
+    _v("DATABASE_URL", "", "postgresql://user:password@host:port/db (or the POSTGRES_* variables)",
+       required=tuple(ALL)),
+    _v("POSTGRES_HOST", "", "PostgreSQL host, used when DATABASE_URL is unset"),
+    _v("POSTGRES_PORT", "5432", "PostgreSQL port"),
+    _v("POSTGRES_USER", "", "PostgreSQL user"),
+    _v("POSTGRES_PASSWORD", "", "PostgreSQL password"),
+    _v("POSTGRES_DB", "", "PostgreSQL database"),
+    _v("KAFKA_BROKER_URL", "", "Kafka bootstrap servers, host:port[,host:port]", OPERATOR, ORDERS,
+       required=(OPERATOR, ORDERS)),
+    _v("STRIPE_SECRET_KEY", "", "Stripe secret key, sk_test_/sk_live_ (or restricted rk_)", OPERATOR,
+       required=(OPERATOR,)),
+    _v("STRIPE_WEBHOOK_SECRET", "", "the webhook endpoint's signing secret, whsec_...", WEBHOOK,
+       required=(WEBHOOK,)),
+    _v("PAYMENT_HTTP_PORT", "8080", "receiver port", WEBHOOK),
+    _v("SRV_ENV", "production", "environment name"),
+    _v("KUBEPAY_NAMESPACE", "", "watch only this namespace (unset: all namespaces)", OPERATOR, WEBHOOK, ORDERS),
+    _v("KUBEPAY_PEERING_NAME", "", "kopf peering object; set it when running more than one replica", OPERATOR),
+    _v("KUBEPAY_HEALTH_PORT", "8090", "liveness endpoint /healthz", OPERATOR, ORDERS),
+    _v("KUBEPAY_METRICS_PORT", "9090", "Prometheus /metrics (0: off)", OPERATOR),
+    _v("KUBEPAY_ADMISSION_PORT", "0", "HTTPS port of the validating admission webhooks (0: off)", OPERATOR),
+    _v("KUBEPAY_ADMISSION_CERT_DIR", "/etc/kubepay/admission", "folder with tls.crt and tls.key", OPERATOR),
+    _v("KUBEPAY_RESYNC_SECONDS", "600", "how long a non-final payment may stay quiet before Stripe is read",
+       OPERATOR),
+    _v("KUBEPAY_STRIPE_RATE_LIMIT", "20", "client-side Stripe requests per second", OPERATOR),
+    _v("KUBEPAY_STRIPE_API_BASE", "", "another Stripe API base URL (the sandbox's fake)", OPERATOR),
+    _v("KUBEPAY_KAFKA_ACKS", "all", "producer acks: all, 1 or 0", OPERATOR, ORDERS),
+    _v("KUBEPAY_KAFKA_IDEMPOTENCE", "true", "idempotent producer", OPERATOR, ORDERS),
+    *(
+        _v(f"KUBEPAY_TOPIC_{name.upper()}", default, f"Kafka topic {default}",
+           *((ORDERS, OPERATOR) if name.startswith("orders_") else (OPERATOR,)))
+        for name, default in _TOPIC_DEFAULTS.items()
+    ),
+    _v("KUBEPAY_EVENT_SOURCE", "kubepay", "CloudEvents ce_source prefix", OPERATOR),
+    _v("KUBEPAY_MIGRATE_ON_START", "false", "apply migrations at start", OPERATOR, WEBHOOK, API, ORDERS),
+    _v("KUBEPAY_MIGRATIONS_DIR", "", "where the alembic scripts are (default: the checkout's migrations/)"),
+    _v("KUBEPAY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    _v("KUBECONFIG", "", "outside a cluster, the kubeconfig to use (default: in-cluster)",
+       OPERATOR, WEBHOOK, API, ORDERS),
+    _v("KUBEPAY_API_PORT", "8081", "payments HTTP API port", API),
+    _v("KUBEPAY_API_TOKEN", "", "bearer token clients send, at least 16 characters", API, required=(API,)),
+    _v("KUBEPAY_API_NAMESPACE", "", "where POST /payments/intent creates resources (default: POD_NAMESPACE, "
+       "else default)", API),
+    _v("KUBEPAY_API_WAIT_SECONDS", "10", "how long POST /payments/intent waits for the client secret", API),
+    _v("KUBEPAY_ORDERS_NAMESPACE", "", "where orders become PaymentIntents (default: KUBEPAY_NAMESPACE, "
+       "POD_NAMESPACE, default)", ORDERS, OPERATOR),
+    _v("KUBEPAY_ORDERS_GROUP", "kubepay-orders", "Kafka consumer group", ORDERS, OPERATOR),
+    _v("KUBEPAY_ORDERS_SESSION_TIMEOUT_MS", "10000", "consumer-group session timeout", ORDERS, OPERATOR),
+    _v("KUBEPAY_ORDERS_HEARTBEAT_MS", "3000", "consumer-group heartbeat interval", ORDERS, OPERATOR),
+    _v("KUBEPAY_ORDERS_CONSUMER", "false", "also run the orders consumer inside the controller", OPERATOR),
+)
+_BY_NAME = {variable.name: variable for variable in VARIABLES}
+
+
+def help_text(command: str) -> str:
+    """The settings `command` reads, for its --help."""
+    rows = [v for v in VARIABLES if command in v.commands]
+    width = max(len(v.name) for v in rows)
+    lines = ["settings (environment variables):"]
+    for v in rows:
+        default = "required" if command in v.required else (f"default {v.default}" if v.default else "optional")
+        lines.append(f"  {v.name:<{width}}  {v.meaning} ({default})")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
 class Topics:
     """Kafka topic names, each overridable with KUBEPAY_TOPIC_<NAME>."""
 
-    initiated: str = "payments.initiated"
-    succeeded: str = "payments.succeeded"
-    failed: str = "payments.failed"
-    canceled: str = "payments.canceled"
-    refunded: str = "payments.refunded"
-    order_status: str = "orders.status"
-    orders_created: str = "orders.created"  # consumed by `kubepay orders-consumer`
-    orders_dlq: str = "orders.created.dlq"  # where unusable orders.created messages go, reason in a header
+    initiated: str = _TOPIC_DEFAULTS["initiated"]
+    succeeded: str = _TOPIC_DEFAULTS["succeeded"]
+    failed: str = _TOPIC_DEFAULTS["failed"]
+    canceled: str = _TOPIC_DEFAULTS["canceled"]
+    refunded: str = _TOPIC_DEFAULTS["refunded"]
+    order_status: str = _TOPIC_DEFAULTS["order_status"]
+    orders_created: str = _TOPIC_DEFAULTS["orders_created"]  # consumed by `kubepay orders-consumer`
+    orders_dlq: str = _TOPIC_DEFAULTS["orders_dlq"]  # unusable orders.created messages, reason in a header
 
     def all(self) -> list[str]:
         return [self.initiated, self.succeeded, self.failed, self.canceled, self.refunded, self.order_status]
@@ -33,7 +129,7 @@ class Topics:
 class Settings:
     """Everything kubepay's processes read from the environment."""
 
-    database_url: str
+    database_url: str = field(repr=False)
     kafka_brokers: str
     stripe_secret_key: str = field(repr=False)
     stripe_webhook_secret: str = field(repr=False)
@@ -64,138 +160,142 @@ class Settings:
     orders_consumer_in_operator: bool = False
 
 
-def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    value = env.get(name, default)
-    if value is None or value.strip() == "":
-        raise ConfigError(f"{name} is required but not set")
-    return value.strip()
+class _Reader:
+    """Reads variables for one command, collecting every problem instead of stopping at the first."""
 
+    def __init__(self, env: Mapping[str, str], command: str) -> None:
+        self.env = env
+        self.command = command
+        self.problems: list[str] = []
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int = 0, high: int = 65535) -> int:
-    raw = _get(env, name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+    def text(self, name: str, default: str | None = None) -> str:
+        """The value, or the catalogue's default; "" when unset and optional; a problem when required."""
+        variable = _BY_NAME[name]
+        value = self.env.get(name, "").strip()
+        if value:
+            return value
+        if self.command in variable.required:
+            self.problems.append(f"{name} is required but not set")
+        return variable.default if default is None else default
 
+    def integer(self, name: str, low: int = 0, high: int = 65535) -> int:
+        raw = self.text(name)
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be an integer, got {raw!r}")
+            return low
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}, got {value}")
+        return value
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _get(env, name, str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw!r}")
-    return value
+    def number(self, name: str) -> float:
+        raw = self.text(name)
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {raw!r}")
+            return 1.0
+        if not value > 0:
+            self.problems.append(f"{name} must be positive, got {raw!r}")
+        return value
 
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _get(env, name, "true" if default else "false").lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
+    def flag(self, name: str) -> bool:
+        raw = self.text(name).lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw not in ("0", "false", "no", "off"):
+            self.problems.append(f"{name} must be true or false, got {raw!r}")
         return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+    def choice(self, name: str, choices: tuple[str, ...], upper: bool = False) -> str:
+        value = self.text(name)
+        value = value.upper() if upper else value
+        if value not in choices:
+            self.problems.append(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
+        return value
 
 
-def _database_url(env: Mapping[str, str]) -> str:
-    url = env.get("DATABASE_URL", "").strip()
+def _database_url(r: _Reader) -> str:
+    url = r.env.get("DATABASE_URL", "").strip()
     if url:
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018  (raises on a malformed port)
+        except ValueError:
+            r.problems.append("DATABASE_URL has a malformed port; it must look like "
+                              "postgresql://user:password@host:port/db")
+            return url
         if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
-            raise ConfigError("DATABASE_URL must look like postgresql://user:password@host:port/db")
+            r.problems.append("DATABASE_URL must look like postgresql://user:password@host:port/db")
         return url
-    host = _get(env, "POSTGRES_HOST")
-    port = _int(env, "POSTGRES_PORT", 5432, 1)
-    user = _get(env, "POSTGRES_USER")
-    password = env.get("POSTGRES_PASSWORD", "")
-    database = _get(env, "POSTGRES_DB")
+    missing = [name for name in ("POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_DB") if not r.env.get(name, "").strip()]
+    if missing:
+        r.problems.append(f"DATABASE_URL is required but not set (or set {', '.join(missing)})")
+        return ""
+    port = r.integer("POSTGRES_PORT", 1)
+    user, password = r.text("POSTGRES_USER"), r.env.get("POSTGRES_PASSWORD", "")
     auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-    return f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}"
+    return f"postgresql://{auth}@{r.text('POSTGRES_HOST')}:{port}/{quote(r.text('POSTGRES_DB'), safe='')}"
 
 
-def _stripe_key(env: Mapping[str, str]) -> str:
-    key = _get(env, "STRIPE_SECRET_KEY")
-    if not key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
-        raise ConfigError("STRIPE_SECRET_KEY must start with sk_test_, sk_live_, rk_test_ or rk_live_")
+def _stripe_key(r: _Reader) -> str:
+    key = r.text("STRIPE_SECRET_KEY")
+    if key and r.command == OPERATOR and not key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
+        r.problems.append("STRIPE_SECRET_KEY must start with sk_test_, sk_live_, rk_test_ or rk_live_")
     return key
 
 
-def _api_token(env: Mapping[str, str]) -> str:
-    token = _get(env, "KUBEPAY_API_TOKEN")
-    if len(token) < 16:
-        raise ConfigError("KUBEPAY_API_TOKEN must be at least 16 characters")
+def _api_token(r: _Reader) -> str:
+    token = r.text("KUBEPAY_API_TOKEN")
+    if token and r.command == API and len(token) < 16:
+        r.problems.append("KUBEPAY_API_TOKEN must be at least 16 characters")
     return token
 
 
-def _with_default(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, "").strip() or default
+def _api_base(r: _Reader) -> str | None:
+    base = r.text("KUBEPAY_STRIPE_API_BASE") or None
+    if base is not None and not base.startswith(("http://", "https://")):
+        r.problems.append("KUBEPAY_STRIPE_API_BASE must be an http(s) URL")
+    return base
 
 
-def load(
-    env: Mapping[str, str] | None = None,
-    *,
-    need_stripe: bool = True,
-    need_webhook_secret: bool = False,
-    need_kafka: bool = True,
-    need_api_token: bool = False,
-) -> Settings:
-    """Read settings; each process asks only for what it uses."""
-    env = os.environ if env is None else env
-    topics = Topics(
-        **{
-            name: _with_default(env, f"KUBEPAY_TOPIC_{name.upper()}", default)
-            for name, default in Topics().__dict__.items()
-        }
+def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Settings:
+    """Read the settings `command` needs; ConfigError lists every problem found."""
+    r = _Reader(os.environ if env is None else env, command)
+    pod_namespace = r.env.get("POD_NAMESPACE", "").strip() or "default"
+    namespace = r.text("KUBEPAY_NAMESPACE") or None
+    settings = Settings(
+        database_url=_database_url(r),
+        kafka_brokers=r.text("KAFKA_BROKER_URL"),
+        stripe_secret_key=_stripe_key(r),
+        stripe_webhook_secret=r.text("STRIPE_WEBHOOK_SECRET"),
+        stripe_api_base=_api_base(r),
+        environment=r.text("SRV_ENV"),
+        http_port=r.integer("PAYMENT_HTTP_PORT"),
+        api_port=r.integer("KUBEPAY_API_PORT"),
+        health_port=r.integer("KUBEPAY_HEALTH_PORT"),
+        metrics_port=r.integer("KUBEPAY_METRICS_PORT"),
+        admission_port=r.integer("KUBEPAY_ADMISSION_PORT"),
+        admission_cert_dir=r.text("KUBEPAY_ADMISSION_CERT_DIR"),
+        kafka_idempotence=r.flag("KUBEPAY_KAFKA_IDEMPOTENCE"),
+        kafka_acks=r.choice("KUBEPAY_KAFKA_ACKS", ("all", "1", "0")),
+        topics=Topics(**{name: r.text(f"KUBEPAY_TOPIC_{name.upper()}") for name in _TOPIC_DEFAULTS}),
+        namespace=namespace,
+        stripe_rate_limit=r.number("KUBEPAY_STRIPE_RATE_LIMIT"),
+        resync_seconds=r.number("KUBEPAY_RESYNC_SECONDS"),
+        migrate_on_start=r.flag("KUBEPAY_MIGRATE_ON_START"),
+        log_level=r.choice("KUBEPAY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
+        source=r.text("KUBEPAY_EVENT_SOURCE"),
+        api_token=_api_token(r),
+        api_namespace=r.text("KUBEPAY_API_NAMESPACE", pod_namespace),
+        api_wait_seconds=r.number("KUBEPAY_API_WAIT_SECONDS"),
+        orders_namespace=r.text("KUBEPAY_ORDERS_NAMESPACE", namespace or pod_namespace),
+        orders_group=r.text("KUBEPAY_ORDERS_GROUP"),
+        orders_session_timeout_ms=r.integer("KUBEPAY_ORDERS_SESSION_TIMEOUT_MS", 100, 3_600_000),
+        orders_heartbeat_ms=r.integer("KUBEPAY_ORDERS_HEARTBEAT_MS", 10, 3_600_000),
+        orders_consumer_in_operator=r.flag("KUBEPAY_ORDERS_CONSUMER"),
     )
-    acks = _with_default(env, "KUBEPAY_KAFKA_ACKS", "all")
-    if acks not in ("all", "1", "0"):
-        raise ConfigError(f"KUBEPAY_KAFKA_ACKS must be all, 1 or 0, got {acks!r}")
-    level = _with_default(env, "KUBEPAY_LOG_LEVEL", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"KUBEPAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    api_base = env.get("KUBEPAY_STRIPE_API_BASE", "").strip() or None
-    if api_base is not None and not api_base.startswith(("http://", "https://")):
-        raise ConfigError("KUBEPAY_STRIPE_API_BASE must be an http(s) URL")
-    return Settings(
-        database_url=_database_url(env),
-        kafka_brokers=_get(env, "KAFKA_BROKER_URL") if need_kafka else env.get("KAFKA_BROKER_URL", ""),
-        stripe_secret_key=_stripe_key(env) if need_stripe else env.get("STRIPE_SECRET_KEY", ""),
-        stripe_webhook_secret=(
-            _get(env, "STRIPE_WEBHOOK_SECRET")
-            if need_webhook_secret
-            else env.get("STRIPE_WEBHOOK_SECRET", "")
-        ),
-        stripe_api_base=api_base,
-        environment=_with_default(env, "SRV_ENV", "production"),
-        http_port=_int(env, "PAYMENT_HTTP_PORT", 8080),
-        api_port=_int(env, "KUBEPAY_API_PORT", 8081),
-        health_port=_int(env, "KUBEPAY_HEALTH_PORT", 8090),
-        metrics_port=_int(env, "KUBEPAY_METRICS_PORT", 9090),
-        admission_port=_int(env, "KUBEPAY_ADMISSION_PORT", 0),
-        admission_cert_dir=_with_default(env, "KUBEPAY_ADMISSION_CERT_DIR", "/etc/kubepay/admission"),
-        kafka_idempotence=_bool(env, "KUBEPAY_KAFKA_IDEMPOTENCE", True),
-        kafka_acks=acks,
-        topics=topics,
-        namespace=env.get("KUBEPAY_NAMESPACE", "").strip() or None,
-        stripe_rate_limit=_float(env, "KUBEPAY_STRIPE_RATE_LIMIT", 20.0),
-        resync_seconds=_float(env, "KUBEPAY_RESYNC_SECONDS", 600.0),
-        migrate_on_start=_bool(env, "KUBEPAY_MIGRATE_ON_START", False),
-        log_level=level,
-        source=_with_default(env, "KUBEPAY_EVENT_SOURCE", "kubepay"),
-        api_token=_api_token(env) if need_api_token else env.get("KUBEPAY_API_TOKEN", "").strip(),
-        api_namespace=_with_default(env, "KUBEPAY_API_NAMESPACE", _with_default(env, "POD_NAMESPACE", "default")),
-        api_wait_seconds=_float(env, "KUBEPAY_API_WAIT_SECONDS", 10.0),
-        orders_namespace=_with_default(
-            env, "KUBEPAY_ORDERS_NAMESPACE",
-            _with_default(env, "KUBEPAY_NAMESPACE", _with_default(env, "POD_NAMESPACE", "default")),
-        ),
-        orders_group=_with_default(env, "KUBEPAY_ORDERS_GROUP", "kubepay-orders"),
-        orders_session_timeout_ms=_int(env, "KUBEPAY_ORDERS_SESSION_TIMEOUT_MS", 10000, 100, 3_600_000),
-        orders_heartbeat_ms=_int(env, "KUBEPAY_ORDERS_HEARTBEAT_MS", 3000, 10, 3_600_000),
-        orders_consumer_in_operator=_bool(env, "KUBEPAY_ORDERS_CONSUMER", False),
-    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from kubepay import events, refunds
+from kubepay import events, logs, refunds
 from kubepay.config import Settings
 from kubepay.identity import payment_id, refund_id
 from kubepay.kube_client import PAYMENT_INTENTS, KubeClient
@@ -87,7 +87,8 @@ async def _record_published(kube: KubeClient, plural: str, body: dict[str, Any],
     meta = body["metadata"]
     published = published + new
     await kube.patch_status(plural, meta["namespace"], meta["name"], {"published": published}, None)
-    log.info("published %s for %s/%s", ",".join(new), meta["namespace"], meta["name"])
+    log.info("published %s for %s/%s", ",".join(new), meta["namespace"], meta["name"],
+             extra=logs.about(meta, body.get("kind") or "PaymentIntent"))
     return published
 
 

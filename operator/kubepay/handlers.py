@@ -55,8 +55,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
         from kubepay.admission import configure_server
 
         configure_server(settings, config)
-    if config.metrics_port:
-        prometheus_client.start_http_server(config.metrics_port)
+    if config.metrics_port and "metrics_server" not in memo:  # bound once, should start-up be retried
+        memo["metrics_server"] = prometheus_client.start_http_server(config.metrics_port)
     rt = memo["runtime"] = await Runtime.start(config)
     # The catch-up may page through days of events: it runs beside the watches, not before them.
     memo["backfill"] = asyncio.create_task(backfill.replay_missed_events(rt))

@@ -60,6 +60,11 @@ class KubeClient:
     async def connect(cls) -> KubeClient:
         return cls(await load_config())
 
+    @property
+    def address(self) -> str:
+        """The API server's URL, for log lines."""
+        return str(self._api.configuration.host)
+
     async def close(self) -> None:
         await self._api.close()
 
@@ -111,7 +116,10 @@ class KubeClient:
 
     async def ping(self) -> None:
         """Discovery of kubepay's API group: proves the API server answers and the CRDs are installed."""
-        await self._call(self._custom.get_api_resources(GROUP, VERSION))
+        try:
+            await self._call(self._custom.get_api_resources(GROUP, VERSION))
+        except NotFound:
+            raise KubeUnavailable(f"{GROUP}/{VERSION} is not served: are kubepay's CRDs installed?") from None
 
     async def apply_secret(
         self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any], labels: dict[str, str]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 
@@ -30,11 +32,32 @@ class Redactor(logging.Filter):
         return True
 
 
+def about(meta: Mapping[str, Any], kind: str = "PaymentIntent", event_id: str | None = None) -> dict[str, Any]:
+    """`extra` for a line about one resource: the `object` field (namespace, name, uid) kopf's lines carry.
+
+    kopf's JSON formatter renders the `k8s_ref` record attribute as `object`.
+    """
+    fields: dict[str, Any] = {"k8s_ref": {
+        "apiVersion": "kubepay.io/v1alpha1", "kind": kind, "namespace": meta.get("namespace"),
+        "name": meta.get("name"), "uid": meta.get("uid")}}
+    if event_id:
+        fields["stripe_event_id"] = event_id
+    return fields
+
+
+class QuietSuccesses(logging.Filter):
+    """Drops kopf's "Handler 'wake' succeeded." line: the watch-event handler runs on every change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.getMessage() == "Handler 'wake' succeeded.")
+
+
 def setup(level: str = "INFO") -> None:
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=level == "DEBUG")
     root = logging.getLogger()
     root.setLevel(level)
     for handler in root.handlers:
         handler.addFilter(Redactor())
+    logging.getLogger("kopf.objects").addFilter(QuietSuccesses())
     for noisy in ("aiokafka", "kubernetes_asyncio", "stripe"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay import orders
+from kubepay import dependencies, orders
 from kubepay.config import Settings
 from kubepay.kube_client import Conflict, KubeClient, KubeUnavailable
 
@@ -119,8 +119,12 @@ class OrdersConsumer:
             await self._producer.stop()
             raise
 
-    def spawn(self) -> asyncio.Task[None]:
+    def spawn(self) -> None:
         self._task = asyncio.create_task(self.run(), name="kubepay-orders-consumer")
+
+    @property
+    def task(self) -> asyncio.Task[None]:
+        assert self._task is not None, "spawn() first"
         return self._task
 
     async def stop(self) -> None:
@@ -195,19 +199,23 @@ class OrdersConsumer:
 
 
 async def start_background(settings: Settings, kube: KubeClient) -> OrdersConsumer:
-    """For the controller's startup handler: start consuming in a task; call `stop()` at cleanup."""
-    consumer = OrdersConsumer(settings, kube)
-    await consumer.start()
+    """Start consuming in a task, once Kafka answers; call `stop()` at cleanup."""
+
+    async def started() -> OrdersConsumer:
+        consumer = OrdersConsumer(settings, kube)
+        await consumer.start()
+        return consumer
+
+    consumer = await dependencies.wait_until_up("Kafka", settings.kafka_brokers, started)
     consumer.spawn()
     return consumer
 
 
 async def serve(settings: Settings) -> None:
     """The standalone process: the consumer plus `/healthz` on KUBEPAY_HEALTH_PORT, until SIGTERM."""
-    kube = await KubeClient.connect()
-    consumer = OrdersConsumer(settings, kube)
-    await consumer.start()
-    task = consumer.spawn()
+    kube = await dependencies.kube()
+    consumer = await start_background(settings, kube)
+    task = consumer.task
 
     async def healthz(_: web.Request) -> web.Response:
         if consumer.healthy:

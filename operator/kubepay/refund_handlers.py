@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from kubepay import downstream, identity
+from kubepay import downstream, identity, logs
 from kubepay.conditions import set_condition
 from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
 from kubepay.handlers import runtime
@@ -134,12 +134,12 @@ async def _refresh_parent(rt: Runtime, parent: dict[str, Any]) -> None:
     intent_id = ((parent.get("status") or {}).get("stripe") or {}).get("paymentIntentId")
     if not intent_id:
         return
+    meta = parent["metadata"]
     try:
         intent = await rt.gateway.retrieve_intent(intent_id)
     except StripeRejected as exc:
-        log.warning("could not read %s: %s", intent_id, exc)
+        log.warning("could not read %s: %s", intent_id, exc, extra=logs.about(meta))
         return
-    meta = parent["metadata"]
     await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"],
                             observe_intent(intent, created=int(time.time())))
 
@@ -151,7 +151,7 @@ async def _resync_refund(rt: Runtime, body: dict[str, Any]) -> None:
     try:
         refund = await rt.gateway.retrieve_refund(refund_id)
     except (StripeRejected, *RETRYABLE) as exc:
-        log.warning("refund resync failed: %s", exc)
+        log.warning("refund resync failed: %s", exc, extra=logs.about(body["metadata"], "PaymentRefund"))
         return
     meta = body["metadata"]
     obs = RefundObservation.of(refund, created=int(time.time()))

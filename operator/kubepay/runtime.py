@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from kubepay import migrate
+from kubepay import dependencies, migrate
 from kubepay.config import Settings
 from kubepay.kube_client import KubeClient
 from kubepay.publisher import Publisher
@@ -23,17 +23,28 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
-        if settings.migrate_on_start:
-            await asyncio.to_thread(migrate.upgrade, settings.database_url)
-        store = await Store.connect(settings.database_url)
-        publisher = Publisher(settings.kafka_brokers, settings.kafka_acks, settings.kafka_idempotence)
-        await publisher.start()
+        """Connect to every dependency, waiting for each one that is down."""
+        store = await dependencies.store(settings.database_url)
+        try:
+            if settings.migrate_on_start:
+                await asyncio.to_thread(migrate.upgrade, settings.database_url)
+            publisher = await dependencies.publisher(settings.kafka_brokers, settings.kafka_acks,
+                                                     settings.kafka_idempotence)
+        except BaseException:
+            await store.close()
+            raise
+        try:
+            kube = await dependencies.kube()
+        except BaseException:
+            await publisher.stop()
+            await store.close()
+            raise
         return cls(
             settings=settings,
             gateway=StripeGateway(settings.stripe_secret_key, settings.stripe_api_base, settings.stripe_rate_limit),
             store=store,
             publisher=publisher,
-            kube=await KubeClient.connect(),
+            kube=kube,
         )
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from kubepay import logs
 from kubepay.conditions import now_iso, set_condition
 from kubepay.kube_client import PAYMENT_INTENTS, Conflict, KubeClient
 from kubepay.phases import Observation, Phase, supersedes
@@ -28,7 +29,8 @@ async def write_status(kube: KubeClient, plural: str, namespace: str, name: str,
     for _ in range(MAX_CONFLICT_RETRIES):
         body = await kube.get_custom(plural, namespace, name)
         if uid is not None and body["metadata"].get("uid") != uid:
-            log.info("update for a replaced %s ignored: %s/%s", plural, namespace, name)
+            log.info("update for a replaced %s ignored: %s/%s", plural, namespace, name,
+                     extra=logs.about({"namespace": namespace, "name": name, "uid": uid}))
             return None
         patch = compute(body)
         if not patch:

@@ -11,11 +11,14 @@ from typing import Any, TypeVar
 
 import stripe
 
-from kubepay import metrics
+from kubepay import __version__, metrics
 from kubepay.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The API version the pinned stripe-python (16.x) speaks; requests say it explicitly, so a change of the
+# account's default version in the Dashboard changes nothing here. Give webhook endpoints the same version.
+STRIPE_API_VERSION = "2026-10-28.endive"
 ATTEMPTS = 3
 DEFAULT_RETRY_AFTER = 2.0
 
@@ -60,13 +63,17 @@ class StripeGateway:
 
     def __init__(self, api_key: str, api_base: str | None = None, rate_limit: float = 20.0) -> None:
         self._http = stripe.AIOHTTPClient(timeout=30)
+        stripe.set_app_info("kubepay", version=__version__)
         self._client = stripe.StripeClient(
             api_key,
+            stripe_version=STRIPE_API_VERSION,
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=0,  # retried in _call, so that every attempt goes through the rate limiter
             http_client=self._http,
         )
         self._bucket = TokenBucket(rate_limit)
+        log.info("Stripe API version %s (stripe-python %s), at most %g requests/s", STRIPE_API_VERSION,
+                 stripe.VERSION, rate_limit)
 
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]

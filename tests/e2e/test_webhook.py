@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -172,3 +173,45 @@ async def test_events_for_another_namespace_are_left_to_its_release(
     pi = await kube.get_pi(running.namespace, "mine")
     assert pi is not None
     assert pi["status"]["phase"] == "Pending"
+
+
+def _log_records(text: str) -> list[dict[str, Any]]:
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+async def test_log_lines_name_the_resource_and_rejections_are_warnings(
+        sandbox: Sandbox, running: Running, kube: Kube) -> None:
+    ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
+    intent = await _intent(sandbox, kube, ns, "logged", "4009")
+    pi = await kube.get_pi(ns, "logged")
+    assert pi is not None
+    uid = pi["metadata"]["uid"]
+    marker = "payload-must-not-be-logged"
+    forged = stripe_event("payment_intent.succeeded", {**_as(intent, "succeeded"), "description": marker})
+    assert (await deliver(url, forged, "whsec_wrong"))[0] == 400
+    event = stripe_event("payment_intent.succeeded", _as(intent, "succeeded", amount_received=1999))
+    assert (await deliver(url, event, secret))[1]["outcome"] == "applied"
+    await kube.wait_pi(ns, "logged", lambda o: "succeeded" in o["status"].get("published", []), what="published")
+
+    async def receiver_lines() -> list[dict[str, Any]] | None:
+        records = _log_records(running.webhook.logs())
+        return records if any(r.get("stripe_event_id") == event["id"] for r in records) else None
+    records = await wait_for(receiver_lines, what="the receiver's line about the event")
+    [rejected] = [r for r in records if "rejected" in r["message"]]
+    assert rejected["severity"] == "warn" and "signature" in rejected["message"]
+    assert marker not in running.webhook.logs()
+    [applied] = [r for r in records if r.get("stripe_event_id") == event["id"]]
+    assert applied["object"] == {"apiVersion": "kubepay.io/v1alpha1", "kind": "PaymentIntent", "namespace": ns,
+                                 "name": "logged", "uid": uid}
+
+    async def controller_lines() -> list[dict[str, Any]] | None:
+        records = _log_records(running.operator.logs())
+        published = [r for r in records if r["message"].startswith("published succeeded")]
+        return published or None
+    [published] = await wait_for(controller_lines, what="the controller's published line")
+    assert (published["object"]["name"], published["object"]["uid"]) == ("logged", uid)
+    assert "Handler 'wake' succeeded" not in running.operator.logs()

@@ -10,11 +10,11 @@ BASE = {"DATABASE_URL": "postgresql://u:p@db:5432/payments", "KAFKA_BROKER_URL":
 
 
 def test_api_defaults_and_namespaces() -> None:
-    settings = load({**BASE, "KUBEPAY_API_TOKEN": "x" * 32}, need_stripe=False, need_api_token=True)
+    settings = load({**BASE, "KUBEPAY_API_TOKEN": "x" * 32}, command="api")
     assert (settings.api_port, settings.api_namespace, settings.api_wait_seconds) == (8081, "default", 10.0)
     assert (settings.topics.orders_created, settings.topics.orders_dlq) == ("orders.created", "orders.created.dlq")
     assert (settings.orders_group, settings.orders_consumer_in_operator) == ("kubepay-orders", False)
-    in_pod = load({**BASE, "POD_NAMESPACE": "shop", "KUBEPAY_NAMESPACE": "payments"}, need_stripe=False)
+    in_pod = load({**BASE, "POD_NAMESPACE": "shop", "KUBEPAY_NAMESPACE": "payments"}, command="orders-consumer")
     assert (in_pod.api_namespace, in_pod.orders_namespace) == ("shop", "payments")
     assert "x" * 32 not in repr(settings)
 
@@ -27,4 +27,4 @@ def test_api_defaults_and_namespaces() -> None:
 ])
 def test_bad_api_settings_name_the_variable(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load({**BASE, **change}, need_stripe=False, need_api_token=True)
+        load({**BASE, **change}, command="api")

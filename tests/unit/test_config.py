@@ -23,6 +23,7 @@ def test_go_service_names_build_the_database_url() -> None:
     ({"PAYMENT_HTTP_PORT": "http"}, "PAYMENT_HTTP_PORT must be an integer"),
     ({"KUBEPAY_KAFKA_IDEMPOTENCE": "maybe"}, "KUBEPAY_KAFKA_IDEMPOTENCE must be true or false"),
     ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must look like"),
+    ({"DATABASE_URL": "postgresql://u:p@h:notaport/db"}, "DATABASE_URL has a malformed port"),
 ])
 def test_bad_settings_name_the_variable(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -33,11 +34,54 @@ def test_secrets_are_not_in_the_settings_repr() -> None:
     assert "sk_test_123" not in repr(load(BASE))
 
 
+def _kubepay(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("STRIPE_", "KUBEPAY_", "POSTGRES_", "KAFKA_", "DATABASE_", "PAYMENT_"))}
+    return subprocess.run([sys.executable, "-m", "kubepay", *args], env={**clean, **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
 def test_missing_stripe_key_stops_the_operator_with_one_line() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "KUBEPAY_"))}
-    env.update({"DATABASE_URL": BASE["DATABASE_URL"], "KAFKA_BROKER_URL": "127.0.0.1:1"})
-    result = subprocess.run([sys.executable, "-m", "kubepay", "operator"], env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = _kubepay("operator", DATABASE_URL=BASE["DATABASE_URL"], KAFKA_BROKER_URL="127.0.0.1:1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "kubepay: configuration error: STRIPE_SECRET_KEY is required but not set"]
+        "kubepay operator: configuration error: STRIPE_SECRET_KEY is required but not set"]
+
+
+def test_every_configuration_error_is_reported_at_once() -> None:
+    result = _kubepay("webhook", DATABASE_URL="postgresql://u:secret@db:notaport/payments", PAYMENT_HTTP_PORT="x",
+                      KUBEPAY_LOG_LEVEL="chatty")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kubepay webhook: configuration error: DATABASE_URL has a malformed port; it must look like "
+        "postgresql://user:password@host:port/db",
+        "kubepay webhook: configuration error: STRIPE_WEBHOOK_SECRET is required but not set",
+        "kubepay webhook: configuration error: PAYMENT_HTTP_PORT must be an integer, got 'x'",
+        "kubepay webhook: configuration error: KUBEPAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
+        "got 'CHATTY'",
+    ]
+    assert "secret" not in result.stderr
+
+
+def test_version() -> None:
+    result = _kubepay("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, "kubepay 0.1.0")
+
+
+@pytest.mark.parametrize(("command", "reads", "ignores"), [
+    ("operator", ["STRIPE_SECRET_KEY", "KAFKA_BROKER_URL", "KUBEPAY_STRIPE_RATE_LIMIT"], ["STRIPE_WEBHOOK_SECRET"]),
+    ("webhook", ["STRIPE_WEBHOOK_SECRET", "PAYMENT_HTTP_PORT"], ["STRIPE_SECRET_KEY", "KAFKA_BROKER_URL"]),
+    ("api", ["KUBEPAY_API_TOKEN", "KUBEPAY_API_PORT"], ["STRIPE_SECRET_KEY"]),
+    ("orders-consumer", ["KAFKA_BROKER_URL", "KUBEPAY_ORDERS_GROUP"], ["STRIPE_SECRET_KEY"]),
+    ("migrate", ["DATABASE_URL", "POSTGRES_HOST"], ["KAFKA_BROKER_URL"]),
+])
+def test_help_lists_the_settings_each_command_reads(command: str, reads: list[str], ignores: list[str]) -> None:
+    result = _kubepay(command, "--help")
+    assert result.returncode == 0
+    listed = {line.split()[0]: line for line in result.stdout.split("settings (environment variables):")[1]
+              .strip().splitlines()}
+    assert set(reads) <= listed.keys() and not set(ignores) & listed.keys()
+    assert all(line.endswith(")") for line in listed.values())  # each says required, optional or its default
+    if command == "operator":
+        assert listed["KUBEPAY_STRIPE_RATE_LIMIT"].endswith("(default 20)")
+        assert listed["STRIPE_SECRET_KEY"].endswith("(required)")

@@ -30,21 +30,28 @@ async def webhook(request: web.Request) -> web.Response:
         try:
             payload = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"body larger than {MAX_BODY} bytes")
+            return _rejected(request, 413, f"body larger than {MAX_BODY} bytes")
         try:
             event = receiver.verify(payload, request.headers.get("Stripe-Signature"), request.app[SECRET])
         except receiver.BadRequest as exc:
             metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
-            return _error(400, str(exc))
+            return _rejected(request, 400, str(exc))
         try:
             outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE],
                                                  request.app[NAMESPACE])
         except (StoreUnavailable, KubeUnavailable, Conflict) as exc:
-            log.warning("webhook %s deferred: %s", event["id"], exc)
+            log.warning("Stripe event %s deferred (503, Stripe retries): %s", event["id"], exc,
+                        extra={"stripe_event_id": event["id"]})
             metrics.WEBHOOK_EVENTS.labels(event["type"], "unavailable").inc()
             return _error(503, "temporarily unable to process the event; Stripe will retry")
-        log.info("webhook %s %s: %s", event["id"], event["type"], outcome)
         return web.json_response({"received": True, "outcome": outcome})
+
+
+def _rejected(request: web.Request, status: int, reason: str) -> web.Response:
+    """A delivery refused for good: one warning with the reason and the sender, never the payload."""
+    log.warning("webhook delivery rejected (%d): %s", status, reason,
+                extra={"remote": request.remote, "path": request.path})
+    return _error(status, reason)
 
 
 async def metrics_view(_: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from kubepay import migrate
+from kubepay import dependencies, migrate
 from kubepay.config import Settings
 from kubepay.kube_client import KubeClient, KubeUnavailable
 from kubepay.store import Store, StoreUnavailable
@@ -48,10 +48,10 @@ def add_health_routes(app: web.Application) -> None:
 async def serve(settings: Settings, port: int, make_app: Callable[[Store, KubeClient], web.Application],
                 what: str) -> None:
     """Connect, serve `make_app` on `port` until SIGTERM or SIGINT, then close everything."""
+    store = await dependencies.store(settings.database_url)
     if settings.migrate_on_start:
         await asyncio.to_thread(migrate.upgrade, settings.database_url)
-    store = await Store.connect(settings.database_url)
-    kube = await KubeClient.connect()
+    kube = await dependencies.kube()
     runner = web.AppRunner(make_app(store, kube), access_log=None)
     try:
         await runner.setup()

@@ -293,6 +293,8 @@ async def kubepay_middleware(request: web.Request, handler: Handler) -> web.Stre
         "method": request.method,
         "path": request.path,
         "idempotency_key": key,
+        "stripe_version": request.headers.get("Stripe-Version"),
+        "user_agent": request.headers.get("User-Agent"),
         "replayed": False,
         "status": None,
         "fault": False,

@@ -167,7 +167,8 @@ class StripeFake(ChildProcess):
         await self._call("DELETE", "/_kubepay/faults")
 
     async def requests_log(self) -> list[dict[str, Any]]:
-        """Every ``/v1/`` request so far: method, path, idempotency_key, replayed, status, fault, held."""
+        """Every ``/v1/`` request so far: method, path, idempotency_key, stripe_version, user_agent, replayed,
+        status, fault, held."""
         result: list[dict[str, Any]] = await self._call("GET", "/_kubepay/requests")
         return result
 
