@@ -83,6 +83,30 @@ def run_migrate(args: argparse.Namespace) -> None:
     print(f"kubepay migrate: database migrated to {args.revision}")
 
 
+def run_replay_events(args: argparse.Namespace) -> None:
+    settings = _settings(config.REPLAY)
+    logs.setup(settings.log_level)
+    results = asyncio.run(_replay(settings, args.event_ids))
+    for event_id, outcome in results:
+        print(f"{event_id}: {outcome}")
+    print(f"kubepay replay-events: {len(results)} event(s) replayed")
+    raise SystemExit(1 if any(outcome.startswith("invalid") for _, outcome in results) else 0)
+
+
+async def _replay(settings: config.Settings, event_ids: list[str]) -> list[tuple[str, str]]:
+    from kubepay import stripe_events
+
+    store = await dependencies.store(settings.database_url)
+    try:
+        kube = await dependencies.kube()
+        try:
+            return await stripe_events.replay_failed(store, kube, settings.namespace, event_ids)
+        finally:
+            await kube.close()
+    finally:
+        await store.close()
+
+
 def run_sandbox(args: argparse.Namespace) -> None:
     from kubepay.sandbox.cli import main as sandbox_main
 
@@ -113,6 +137,9 @@ def parser() -> argparse.ArgumentParser:
     command(config.ORDERS, "turn orders.created events into PaymentIntent resources", run_orders_consumer)
     migrate_cmd = command(config.MIGRATE, "apply the database migrations (idempotent)", run_migrate)
     migrate_cmd.add_argument("--revision", default="head", help="target alembic revision (default: head)")
+    replay = command(config.REPLAY, "apply again ledgered Stripe events that were invalid or left unprocessed",
+                     run_replay_events)
+    replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="only these events (default: all)")
     sandbox = command("sandbox", "run PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator locally",
                       run_sandbox)
     sandbox.add_argument("--env-file", help="write the settings for kubepay processes to this file")

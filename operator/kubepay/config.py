@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 OPERATOR, WEBHOOK, API, ORDERS, MIGRATE = "operator", "webhook", "api", "orders-consumer", "migrate"
-ALL = frozenset({OPERATOR, WEBHOOK, API, ORDERS, MIGRATE})
+REPLAY = "replay-events"
+ALL = frozenset({OPERATOR, WEBHOOK, API, ORDERS, MIGRATE, REPLAY})
 
 
 class ConfigError(Exception):
@@ -59,7 +60,8 @@ VARIABLES: tuple[Variable, ...] = (
        required=(WEBHOOK,)),
     _v("PAYMENT_HTTP_PORT", "8080", "receiver port", WEBHOOK),
     _v("SRV_ENV", "production", "environment name"),
-    _v("KUBEPAY_NAMESPACE", "", "watch only this namespace (unset: all namespaces)", OPERATOR, WEBHOOK, ORDERS),
+    _v("KUBEPAY_NAMESPACE", "", "watch only this namespace (unset: all namespaces)", OPERATOR, WEBHOOK, ORDERS,
+       REPLAY),
     _v("KUBEPAY_PEERING_NAME", "", "kopf peering object; set it when running more than one replica", OPERATOR),
     _v("KUBEPAY_HEALTH_PORT", "8090", "liveness endpoint /healthz", OPERATOR, ORDERS),
     _v("KUBEPAY_METRICS_PORT", "9090", "Prometheus /metrics (0: off)", OPERATOR),
@@ -81,7 +83,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KUBEPAY_MIGRATIONS_DIR", "", "where the alembic scripts are (default: the checkout's migrations/)"),
     _v("KUBEPAY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     _v("KUBECONFIG", "", "outside a cluster, the kubeconfig to use (default: in-cluster)",
-       OPERATOR, WEBHOOK, API, ORDERS),
+       OPERATOR, WEBHOOK, API, ORDERS, REPLAY),
     _v("KUBEPAY_API_PORT", "8081", "payments HTTP API port", API),
     _v("KUBEPAY_API_TOKEN", "", "bearer token clients send, at least 16 characters", API, required=(API,)),
     _v("KUBEPAY_API_NAMESPACE", "", "where POST /payments/intent creates resources (default: POD_NAMESPACE, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,19 @@ import asyncpg
 
 class StoreUnavailable(Exception):
     """PostgreSQL could not be reached; the caller answers 503 or retries."""
+
+
+class StoreRejected(Exception):
+    """PostgreSQL refused the data itself (too long, out of range): retrying cannot help."""
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Connection-level trouble: refused, reset, shut down, restarting, out of connections, client state."""
+    if isinstance(exc, ValueError):  # asyncpg's client-side encoding errors are about the data
+        return False
+    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError
+                      | asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
+                      | asyncpg.exceptions.InsufficientResourcesError)
 
 
 @dataclass(frozen=True)
@@ -100,7 +114,8 @@ class Store:
     async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 10) -> Store:
         try:
             pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError) as exc:
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None
         return cls(pool)
 
@@ -111,10 +126,12 @@ class Store:
         try:
             async with self._pool.acquire(timeout=10) as conn:
                 return await conn.fetch(query, *args)
-        except (OSError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError,
-                asyncpg.exceptions.AdminShutdownError) as exc:
-            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None
+        except Exception as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None
+            if isinstance(exc, ValueError | asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+                raise StoreRejected(f"PostgreSQL refused the data: {exc}") from None
+            raise
 
     async def ping(self) -> None:
         await self._execute("SELECT 1")
@@ -166,6 +183,35 @@ class Store:
             bool(event.get("livemode", False)), json.dumps(event),
         )
         return bool(rows)
+
+    async def record_invalid_event(self, event_id: str, event_type: str, error: str, body: str) -> None:
+        """Ledger a signed event that failed validation: processed, outcome `invalid`, raw body kept as text."""
+        await self._execute(
+            "INSERT INTO payment_events (stripe_event_id, type, stripe_created, livemode, body, error, processed, "
+            "processed_at, outcome) VALUES ($1, $2, 0, false, $3, $4, true, now(), 'invalid') "
+            "ON CONFLICT (stripe_event_id) DO NOTHING",
+            event_id, event_type, body.replace("\x00", ""), error,
+        )
+
+    async def failed_events(self, event_ids: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """(event id, body) of ledgered events not applied: invalid ones, or ones a crash left unprocessed."""
+        rows = await self._execute(
+            "SELECT stripe_event_id, COALESCE(body, payload::text) AS body FROM payment_events "
+            "WHERE (outcome = 'invalid' OR NOT processed) AND (cardinality($1::text[]) = 0 "
+            "OR stripe_event_id = ANY($1::text[])) ORDER BY id",
+            list(event_ids),
+        )
+        return [(row["stripe_event_id"], row["body"]) for row in rows]
+
+    async def reopen_event(self, event: dict[str, Any], provider_payment_id: str | None) -> None:
+        """Put a replayed event back as received and unprocessed, now with its parsed payload."""
+        await self._execute(
+            "UPDATE payment_events SET payload = $2::jsonb, body = NULL, error = NULL, processed = false, "
+            "outcome = NULL, type = $3, stripe_created = $4, livemode = $5, provider_payment_id = $6 "
+            "WHERE stripe_event_id = $1",
+            event["id"], json.dumps(event), event["type"], int(event["created"]), bool(event.get("livemode")),
+            provider_payment_id,
+        )
 
     async def event_processed(self, event_id: str) -> bool:
         rows = await self._execute("SELECT processed FROM payment_events WHERE stripe_event_id = $1", event_id)

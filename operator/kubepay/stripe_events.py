@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from kubepay import identity, logs, metrics
+from kubepay import event_shape, identity, logs, metrics
+from kubepay.event_shape import CHARGE_TYPES, INTENT_TYPES, REFUND_TYPES, InvalidEvent
 from kubepay.kube_client import KubeClient, NotFound
 from kubepay.phases import Observation, observe_intent, observe_refunded_charge
 from kubepay.refunds import PAYMENT_REFUNDS, RefundObservation, refund_status_patch
@@ -14,18 +16,7 @@ from kubepay.store import Store
 
 log = logging.getLogger(__name__)
 
-# payment_intent.* events whose object is the intent itself, so its status is the news.
-INTENT_EVENTS = frozenset({
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-    "payment_intent.processing",
-    "payment_intent.requires_action",
-    "payment_intent.amount_capturable_updated",
-})
-REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
-CHARGE_EVENTS = frozenset({"charge.refunded"})
-HANDLED = INTENT_EVENTS | REFUND_EVENTS | CHARGE_EVENTS
+HANDLED = INTENT_TYPES | REFUND_TYPES | CHARGE_TYPES  # event_shape knows the fields of each
 
 
 def intent_id_of(event: dict[str, Any]) -> str | None:
@@ -39,7 +30,7 @@ def intent_id_of(event: dict[str, Any]) -> str | None:
 async def concerns(event: dict[str, Any], store: Store, namespace: str | None) -> bool:
     """Whether the event is about a resource this controller manages (Stripe accounts are shared)."""
     obj = event["data"]["object"]
-    if event["type"] in CHARGE_EVENTS:
+    if event["type"] in CHARGE_TYPES:
         found = await store.find_resource_by_intent(str(obj.get("payment_intent")))
         return found is not None and (namespace is None or found[0] == namespace)
     target = _target(obj.get("metadata") or {})
@@ -58,10 +49,33 @@ async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespac
     await store.mark_processed(event["id"], outcome)
     metrics.WEBHOOK_EVENTS.labels(event["type"] if event["type"] in HANDLED else "other", outcome).inc()
     meta = {"namespace": target[0], "name": target[1], "uid": target[2]} if target else {}
-    kind = "PaymentRefund" if event["type"] in REFUND_EVENTS else "PaymentIntent"
+    kind = "PaymentRefund" if event["type"] in REFUND_TYPES else "PaymentIntent"
     log.info("Stripe event %s %s: %s", event["id"], event["type"], outcome,
              extra=logs.about(meta, kind, event["id"]) if target else {"stripe_event_id": event["id"]})
     return outcome
+
+
+async def replay_failed(store: Store, kube: KubeClient, namespace: str | None,
+                        event_ids: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Apply again ledgered events that were invalid or left unprocessed; (event id, outcome) for each."""
+    results: list[tuple[str, str]] = []
+    for event_id, body in await store.failed_events(event_ids):
+        try:
+            event = event_shape.parse(body.encode())
+        except (event_shape.NotAnEvent, event_shape.InvalidEvent) as exc:
+            results.append((event_id, f"invalid: {exc}"))
+            continue
+        await store.reopen_event(event, intent_id_of(event))
+        results.append((event_id, await handle(event, store, kube, namespace)))
+    return results
+
+
+async def record_invalid(exc: InvalidEvent, store: Store) -> None:
+    """Ledger a signed event kubepay cannot apply, with the reason; `kubepay replay-events` retries it."""
+    await store.record_invalid_event(exc.event_id, exc.event_type, exc.reason, exc.body)
+    metrics.WEBHOOK_EVENTS.labels(exc.event_type if exc.event_type in HANDLED else "other", "invalid").inc()
+    log.warning("Stripe event %s %s is invalid: %s", exc.event_id, exc.event_type, exc.reason,
+                extra={"stripe_event_id": exc.event_id})
 
 
 Target = tuple[str, str, str]  # namespace, name, uid of the resource an event is about
@@ -73,14 +87,14 @@ async def _apply(event: dict[str, Any], store: Store, kube: KubeClient,
     created = int(event.get("created") or 0)
     target: Target | None = None
     try:
-        if event_type in INTENT_EVENTS:
+        if event_type in INTENT_TYPES:
             target = _target(obj.get("metadata") or {})
             return await _apply_intent(kube, target, observe_intent(obj, created, event["id"]), namespace), target
-        if event_type in CHARGE_EVENTS:
+        if event_type in CHARGE_TYPES:
             target = await store.find_resource_by_intent(str(obj.get("payment_intent")))
             charge = observe_refunded_charge(obj, created, event["id"])
             return await _apply_intent(kube, target, charge, namespace), target
-        if event_type in REFUND_EVENTS:
+        if event_type in REFUND_TYPES:
             target = _target(obj.get("metadata") or {})
             if target is None or (namespace and target[0] != namespace):
                 return "unknown_refund", target

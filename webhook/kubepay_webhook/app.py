@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kubepay import metrics, stripe_events
+from kubepay import event_shape, metrics, stripe_events
 from kubepay.kube_client import Conflict, KubeClient, KubeUnavailable
 from kubepay.store import Store, StoreUnavailable
 from kubepay_webhook import receiver
@@ -36,6 +36,8 @@ async def webhook(request: web.Request) -> web.Response:
         except receiver.BadRequest as exc:
             metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
             return _rejected(request, 400, str(exc))
+        except event_shape.InvalidEvent as exc:
+            return await _invalid(request, exc)
         try:
             outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE],
                                                  request.app[NAMESPACE])
@@ -45,6 +47,17 @@ async def webhook(request: web.Request) -> web.Response:
             metrics.WEBHOOK_EVENTS.labels(event["type"], "unavailable").inc()
             return _error(503, "temporarily unable to process the event; Stripe will retry")
         return web.json_response({"received": True, "outcome": outcome})
+
+
+async def _invalid(request: web.Request, exc: event_shape.InvalidEvent) -> web.Response:
+    """Signed, but unusable: kept in the ledger (replayable) and answered 2xx, so Stripe stops retrying."""
+    try:
+        await stripe_events.record_invalid(exc, request.app[STORE])
+    except StoreUnavailable as unavailable:
+        log.warning("Stripe event %s deferred (503, Stripe retries): %s", exc.event_id, unavailable,
+                    extra={"stripe_event_id": exc.event_id})
+        return _error(503, "temporarily unable to record the event; Stripe will retry")
+    return web.json_response({"received": True, "outcome": "invalid", "error": exc.reason})
 
 
 def _rejected(request: web.Request, status: int, reason: str) -> web.Response:
