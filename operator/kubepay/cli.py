@@ -107,7 +107,10 @@ def parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser(
         "sandbox", help="run PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator locally"
     )
-    sandbox.add_argument("--env-file", help="write the settings for kubepay processes to this file")
+    sandbox.add_argument("--env-file", help="write the settings for kubepay processes to this file "
+                         "(export lines: `source` it)")
+    sandbox.add_argument("--forward-to", metavar="URL", help="send the Stripe fake's signed webhooks here "
+                         "(default: the `kubepay webhook` the settings describe), retrying failed deliveries")
     sandbox.set_defaults(fn=run_sandbox)
     commands.add_parser("demo", help="show the whole payment flow in the sandbox and exit").set_defaults(
         fn=run_demo
