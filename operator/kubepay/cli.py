@@ -142,7 +142,10 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="only these events (default: all)")
     sandbox = command("sandbox", "run PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator locally",
                       run_sandbox)
-    sandbox.add_argument("--env-file", help="write the settings for kubepay processes to this file")
+    sandbox.add_argument("--env-file", help="write the settings for kubepay processes to this file "
+                         "(export lines: `source` it)")
+    sandbox.add_argument("--forward-to", metavar="URL", help="send the Stripe fake's signed webhooks here "
+                         "(default: the `kubepay webhook` the settings describe), retrying failed deliveries")
     command("demo", "show the whole payment flow in the sandbox and exit", run_demo)
     return root
 

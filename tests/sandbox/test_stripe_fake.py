@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import pytest
@@ -338,19 +338,23 @@ async def test_fault_list_and_clear(fake: StripeFake) -> None:
 
 
 @contextlib.asynccontextmanager
-async def webhook_receiver() -> AsyncIterator[tuple[str, asyncio.Queue[tuple[bytes, str]]]]:
-    """A local HTTP endpoint for the fake's webhooks: its URL, and a queue of (payload, Stripe-Signature)."""
+async def webhook_receiver(
+    port: int | None = None, answers: Sequence[int] = ()
+) -> AsyncIterator[tuple[str, asyncio.Queue[tuple[bytes, str]]]]:
+    """A local HTTP endpoint for the fake's webhooks: its URL, and a queue of (payload, Stripe-Signature).
+    It answers the first deliveries with ``answers``, then 200."""
     received: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
+    statuses = iter(answers)
 
     async def receive(request: web.Request) -> web.Response:
         await received.put((await request.read(), request.headers.get("Stripe-Signature", "")))
-        return web.Response(text="ok")
+        return web.Response(status=next(statuses, 200), text="ok")
 
     app = web.Application()
     app.router.add_post("/webhook", receive)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
+    port = port or free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{port}/webhook", received
@@ -373,6 +377,41 @@ async def test_register_webhook_delivers_signed_events(fake: StripeFake, client:
         assert event.data.object["metadata"].to_dict() == {"order_id": "1111"}
         with pytest.raises(stripe.SignatureVerificationError):
             stripe.Webhook.construct_event(payload, signature, "whsec_wrong")
+
+
+async def test_webhook_to_a_receiver_started_late_is_retried(fake: StripeFake, client: stripe.StripeClient) -> None:
+    secret = "whsec_kubepay_late"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhook"
+    await fake.register_webhook(url, secret, ["payment_intent.succeeded"])
+    intent = await _succeeded(client)
+
+    async def refused() -> list[dict[str, Any]]:
+        return [d for d in await fake.deliveries() if d["status"] is None]
+
+    first = (await eventually(refused, "a delivery to the closed port"))[0]
+    assert (first["type"], first["attempt"], first["error"], first["retry_in"]) == (
+        "payment_intent.succeeded", 1, "connection refused", 1)
+    async with webhook_receiver(port) as (_, received):
+        payload, signature = await asyncio.wait_for(received.get(), DEADLINE)
+    event = stripe.Webhook.construct_event(payload, signature, secret)
+    assert (event.id, event.data.object["id"]) == (first["event_id"], intent.id)
+    signed_at = int(dict(part.split("=", 1) for part in signature.split(","))["t"])
+    assert signed_at > event.created  # signed when sent, so a late retry is inside the receiver's tolerance
+    attempts = [d for d in await fake.deliveries() if d["event_id"] == event.id]
+    assert [(d["attempt"], d["status"]) for d in attempts][-1] == (len(attempts), 200)
+
+
+async def test_webhook_answered_with_5xx_is_retried_until_2xx(fake: StripeFake, client: stripe.StripeClient) -> None:
+    secret = "whsec_kubepay_503"
+    async with webhook_receiver(answers=[503]) as (url, received):
+        await fake.register_webhook(url, secret, ["payment_intent.succeeded"])
+        await _succeeded(client)
+        first = stripe.Webhook.construct_event(*await asyncio.wait_for(received.get(), DEADLINE), secret)
+        second = stripe.Webhook.construct_event(*await asyncio.wait_for(received.get(), DEADLINE), secret)
+    assert second.id == first.id
+    attempts = [(d["attempt"], d["status"], d["retry_in"]) for d in await fake.deliveries()]
+    assert attempts == [(1, 503, 1), (2, 200, None)]
 
 
 async def test_reset_forgets_objects_and_keys(fake: StripeFake, client: stripe.StripeClient) -> None:

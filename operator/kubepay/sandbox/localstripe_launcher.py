@@ -37,6 +37,10 @@ runs as its own process (``python -m kubepay.sandbox.localstripe_launcher --port
   authentication, ``charge.refunded`` and ``refund.created`` (refunds carry ``payment_intent`` even when made by
   charge id). Listed newest first as in Stripe, with ``starting_after`` paging to older events, ``type`` (with a
   ``*`` wildcard) or ``types[]``, ``created`` ranges and ``limit`` 1..100.
+* Webhook deliveries as Stripe makes them: each attempt signed at the time it is sent (``t=`` in
+  ``Stripe-Signature``), and an attempt that gets no answer or no 2xx retried with backoff (see
+  ``RETRY_DELAYS``), so a receiver that starts late or answers 503 still gets the event. Every attempt is
+  logged (``GET /_kubepay/deliveries``). localstripe sends each event once, signed with its ``created``.
 * Fault controls and a request log on private routes under ``/_kubepay/`` (not Stripe's API).
 * No disk persistence (localstripe shares /tmp/localstripe.pickle between runs otherwise).
 """
@@ -48,6 +52,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -60,6 +65,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
+import aiohttp
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -128,6 +134,7 @@ class State:
     holds: list[Hold] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # webhook delivery attempts
     idempotency: dict[tuple[str, str], Stored] = field(default_factory=dict)
 
     def release(self) -> None:
@@ -139,6 +146,7 @@ class State:
         self.release()
         self.failures.clear()
         self.log.clear()
+        self.deliveries.clear()
         self.idempotency.clear()
 
     def take_failure(self, method: str, path: str) -> Failure | None:
@@ -357,6 +365,8 @@ async def _control_route(request: web.Request) -> web.StreamResponse:
         return _json({"ok": True})
     if route == ("GET", "requests"):
         return _json(STATE.log)
+    if route == ("GET", "deliveries"):
+        return _json(STATE.deliveries)
     if route == ("DELETE", "requests"):
         STATE.log.clear()
         return _json({"ok": True})
@@ -411,17 +421,62 @@ def _store() -> Any:
     return store
 
 
-# Webhook deliveries localstripe has scheduled (it sends each ~1 s after the change).
+# Webhook deliveries scheduled and not finished yet (retries included), so a reset can drop them.
 _PENDING_DELIVERIES: set[asyncio.Task[None]] = set()
+
+# Seconds before each retry of a delivery that got no answer or no 2xx. Stripe retries with exponential backoff,
+# for up to three days in live mode (three times over a few hours in test mode); the sandbox retries sooner and
+# gives up after about four minutes, enough for a receiver started late.
+RETRY_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60, 60, 60)
+DELIVERY_TIMEOUT = 10.0  # an attempt without an answer by then failed
 
 
 def _schedule_webhook(event: Any) -> None:
-    """localstripe's schedule_webhook, but tracked, so a reset can drop deliveries still pending."""
-    from localstripe import webhooks
-
-    task = asyncio.ensure_future(webhooks._send_webhook(event))
+    """Replaces localstripe's schedule_webhook: tracked (a reset drops pending deliveries) and retried."""
+    task = asyncio.ensure_future(_deliver(event))
     _PENDING_DELIVERIES.add(task)
     task.add_done_callback(_PENDING_DELIVERIES.discard)
+
+
+async def _deliver(event: Any) -> None:
+    """Send ``event`` about 1 s after the change (as localstripe does) to every registered webhook that wants it."""
+    from localstripe import webhooks
+
+    payload = json.dumps(event._export(), indent=2, sort_keys=True).encode()  # the object as it is now
+    await asyncio.sleep(1)
+    wanted = [hook for hook in webhooks._webhooks.values() if hook.events is None or event.type in hook.events]
+    await asyncio.gather(*(_deliver_to(hook.url, hook.secret, event, payload) for hook in wanted))
+
+
+async def _deliver_to(url: str, secret: str, event: Any, payload: bytes) -> None:
+    """POST until a 2xx answer or the retries run out, logging every attempt."""
+    for attempt, retry_in in enumerate((*RETRY_DELAYS, None), start=1):
+        status, error = await _post_signed(url, secret, payload)
+        delivered = status is not None and 200 <= status < 300
+        STATE.deliveries.append({
+            "event_id": event.id, "type": event.type, "url": url, "attempt": attempt, "status": status,
+            "error": error, "retry_in": None if delivered else retry_in, "time": time.time(),
+        })
+        if delivered or retry_in is None:
+            return
+        await asyncio.sleep(retry_in)
+
+
+async def _post_signed(url: str, secret: str, payload: bytes) -> tuple[int | None, str | None]:
+    """One attempt, signed as Stripe signs: ``t=<now>,v1=HMAC-SHA256(secret, "<now>.<payload>")``.
+    Returns the answer's status, or None and why there was none."""
+    timestamp = int(time.time())
+    signature = hmac.new(secret.encode(), b"%d.%s" % (timestamp, payload), hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json; charset=utf-8", "Stripe-Signature": f"t={timestamp},v1={signature}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT)) as session, \
+                session.post(url, data=payload, headers=headers) as response:
+            return response.status, None
+    except TimeoutError:
+        return None, f"no answer within {DELIVERY_TIMEOUT:g} s"
+    except aiohttp.ClientError as exc:
+        refused = isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, ConnectionRefusedError)
+        return None, "connection refused" if refused else str(exc) or type(exc).__name__
 
 
 def _clear_webhooks() -> None:

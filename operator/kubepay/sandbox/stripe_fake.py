@@ -4,8 +4,8 @@ localstripe is GPL-3.0, so it never enters this process: :class:`StripeFake` spa
 ``python -m kubepay.sandbox.localstripe_launcher`` and talks to it over HTTP on 127.0.0.1.
 See the launcher's docstring for what it adds to localstripe (idempotency replay, missing
 parameters, Stripe-shaped declines, Stripe's refusals of unsupported currencies and out-of-range amounts,
-updates in the wrong status, partial captures, the Events API with refund events, fault injection, a request
-log).
+updates in the wrong status, partial captures, the Events API with refund events, webhook retries, fault
+injection, a request log).
 """
 
 from __future__ import annotations
@@ -178,8 +178,9 @@ class StripeFake(ChildProcess):
     async def register_webhook(self, url: str, secret: str, events: Sequence[str] = ()) -> None:
         """Have localstripe POST its events to ``url``, signed with ``secret`` (Stripe's scheme).
 
-        Events are delivered once each, about 1 s after the change, without retries: the
-        ``payment_intent.*`` events (created, succeeded, payment_failed, canceled,
+        Each event is sent about 1 s after the change; an attempt that gets no answer or no 2xx is
+        retried with backoff for about four minutes, as Stripe retries (:meth:`deliveries` lists the
+        attempts). The events: the ``payment_intent.*`` events (created, succeeded, payment_failed, canceled,
         amount_capturable_updated), ``charge.refunded`` and ``refund.created``; the same events are
         listed by ``GET /v1/events``. An empty ``events`` means all of them.
         Registering the same URL again replaces the earlier registration.
@@ -189,6 +190,12 @@ class StripeFake(ChildProcess):
         if events:
             body["events"] = list(events)
         await self._call("POST", f"/_config/webhooks/{webhook_id}", body)
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        """Every webhook delivery attempt so far, oldest first: event_id, type, url, attempt (from 1),
+        status (None: no answer, see error), error, retry_in (seconds to the next attempt; None: no retry)."""
+        result: list[dict[str, Any]] = await self._call("GET", "/_kubepay/deliveries")
+        return result
 
     def client(self, *, max_network_retries: int | None = None) -> stripe.StripeClient:
         """A real stripe v16 client bound to the fake (sync and ``*_async`` calls both work)."""
