@@ -54,6 +54,7 @@ class Settings:
     migrate_on_start: bool
     log_level: str
     source: str
+    api_auth: str = "token"
     api_token: str = field(default="", repr=False)
     api_namespace: str = "default"
     api_wait_seconds: float = 10.0
@@ -136,6 +137,16 @@ def _with_default(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+API_AUTH_MODES = ("token", "serviceaccount", "none")
+
+
+def _api_auth(env: Mapping[str, str]) -> str:
+    mode = _with_default(env, "KUBEPAY_API_AUTH", "token").lower()
+    if mode not in API_AUTH_MODES:
+        raise ConfigError(f"KUBEPAY_API_AUTH must be token, serviceaccount or none, got {mode!r}")
+    return mode
+
+
 def load(
     env: Mapping[str, str] | None = None,
     *,
@@ -144,7 +155,7 @@ def load(
     need_kafka: bool = True,
     need_api_token: bool = False,
 ) -> Settings:
-    """Read settings; each process asks only for what it uses."""
+    """Read settings; each process asks only for what it uses (`need_api_token`: in KUBEPAY_API_AUTH=token mode)."""
     env = os.environ if env is None else env
     topics = Topics(
         **{
@@ -158,6 +169,7 @@ def load(
     level = _with_default(env, "KUBEPAY_LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"KUBEPAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    api_auth = _api_auth(env)
     api_base = env.get("KUBEPAY_STRIPE_API_BASE", "").strip() or None
     if api_base is not None and not api_base.startswith(("http://", "https://")):
         raise ConfigError("KUBEPAY_STRIPE_API_BASE must be an http(s) URL")
@@ -187,7 +199,10 @@ def load(
         migrate_on_start=_bool(env, "KUBEPAY_MIGRATE_ON_START", False),
         log_level=level,
         source=_with_default(env, "KUBEPAY_EVENT_SOURCE", "kubepay"),
-        api_token=_api_token(env) if need_api_token else env.get("KUBEPAY_API_TOKEN", "").strip(),
+        api_auth=api_auth,
+        api_token=(
+            _api_token(env) if need_api_token and api_auth == "token" else env.get("KUBEPAY_API_TOKEN", "").strip()
+        ),
         api_namespace=_with_default(env, "KUBEPAY_API_NAMESPACE", _with_default(env, "POD_NAMESPACE", "default")),
         api_wait_seconds=_float(env, "KUBEPAY_API_WAIT_SECONDS", 10.0),
         orders_namespace=_with_default(
