@@ -42,11 +42,13 @@ class OpenApiChecker:
                 return str(template)
         raise AssertionError(f"{method} {path} is not in the OpenAPI document")
 
-    def check(self, method: str, path: str, status: int, body: Any) -> None:
+    def check(self, method: str, path: str, status: int, body: Any, content_type: str = "application/json") -> None:
         template = self.template(method, path.split("?", 1)[0])
         responses = self.document["paths"][template][method.lower()]["responses"]
         assert str(status) in responses, f"{method} {template} answered {status}, which is not documented"
-        schema = responses[str(status)]["content"]["application/json"]["schema"]
+        content = responses[str(status)]["content"]
+        assert content_type in content, f"{method} {template} answered {content_type}, documented: {list(content)}"
+        schema = content[content_type]["schema"]
         # Resolve "#/components/..." against the document by validating with the components at the root.
         rooted = {**schema, "components": self.document["components"]}
         jsonschema.Draft202012Validator(rooted, format_checker=jsonschema.FormatChecker()).validate(body)
@@ -63,6 +65,7 @@ class ApiClient:
 
     @classmethod
     async def connect(cls, base_url: str, token: str) -> ApiClient:
+        """`token`: what `call` sends as the bearer token unless told otherwise (token=None sends none)."""
         async with aiohttp.ClientSession() as session, session.get(f"{base_url}/openapi.json") as response:
             assert response.status == 200
             document = await response.json()
@@ -81,7 +84,7 @@ class ApiClient:
             sent["Content-Type"] = "application/json"
         async with aiohttp.ClientSession() as session, \
                 session.request(method, self.base_url + path, data=data, headers=sent) as response:
-            payload = await response.json(content_type=None)
-            status = response.status
-        self.checker.check(method, path, status, payload)
+            content_type, status = response.content_type, response.status
+            payload = await (response.json() if content_type == "application/json" else response.text())
+        self.checker.check(method, path, status, payload, content_type)
         return status, payload

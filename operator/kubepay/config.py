@@ -85,7 +85,9 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KUBECONFIG", "", "outside a cluster, the kubeconfig to use (default: in-cluster)",
        OPERATOR, WEBHOOK, API, ORDERS, REPLAY),
     _v("KUBEPAY_API_PORT", "8081", "payments HTTP API port", API),
-    _v("KUBEPAY_API_TOKEN", "", "bearer token clients send, at least 16 characters", API, required=(API,)),
+    _v("KUBEPAY_API_AUTH", "token", "how API callers authenticate: token, serviceaccount or none", API),
+    _v("KUBEPAY_API_TOKEN", "", "bearer token clients send, at least 16 characters; required when "
+       "KUBEPAY_API_AUTH=token", API),
     _v("KUBEPAY_API_NAMESPACE", "", "where POST /payments/intent creates resources (default: POD_NAMESPACE, "
        "else default)", API),
     _v("KUBEPAY_API_WAIT_SECONDS", "10", "how long POST /payments/intent waits for the client secret", API),
@@ -152,6 +154,7 @@ class Settings:
     migrate_on_start: bool
     log_level: str
     source: str
+    api_auth: str = "token"
     api_token: str = field(default="", repr=False)
     api_namespace: str = "default"
     api_wait_seconds: float = 10.0
@@ -210,9 +213,9 @@ class _Reader:
             self.problems.append(f"{name} must be true or false, got {raw!r}")
         return False
 
-    def choice(self, name: str, choices: tuple[str, ...], upper: bool = False) -> str:
+    def choice(self, name: str, choices: tuple[str, ...], upper: bool = False, lower: bool = False) -> str:
         value = self.text(name)
-        value = value.upper() if upper else value
+        value = value.upper() if upper else value.lower() if lower else value
         if value not in choices:
             self.problems.append(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
         return value
@@ -248,10 +251,16 @@ def _stripe_key(r: _Reader) -> str:
     return key
 
 
-def _api_token(r: _Reader) -> str:
+API_AUTH_MODES = ("token", "serviceaccount", "none")
+
+
+def _api_token(r: _Reader, mode: str) -> str:
     token = r.text("KUBEPAY_API_TOKEN")
-    if token and r.command == API and len(token) < 16:
-        r.problems.append("KUBEPAY_API_TOKEN must be at least 16 characters")
+    if r.command == API and mode == "token":
+        if not token:
+            r.problems.append("KUBEPAY_API_TOKEN is required but not set (KUBEPAY_API_AUTH is token)")
+        elif len(token) < 16:
+            r.problems.append("KUBEPAY_API_TOKEN must be at least 16 characters")
     return token
 
 
@@ -289,7 +298,8 @@ def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Setti
         migrate_on_start=r.flag("KUBEPAY_MIGRATE_ON_START"),
         log_level=r.choice("KUBEPAY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
         source=r.text("KUBEPAY_EVENT_SOURCE"),
-        api_token=_api_token(r),
+        api_auth=(api_auth := r.choice("KUBEPAY_API_AUTH", API_AUTH_MODES, lower=True)),
+        api_token=_api_token(r, api_auth),
         api_namespace=r.text("KUBEPAY_API_NAMESPACE", pod_namespace),
         api_wait_seconds=r.number("KUBEPAY_API_WAIT_SECONDS"),
         orders_namespace=r.text("KUBEPAY_ORDERS_NAMESPACE", namespace or pod_namespace),

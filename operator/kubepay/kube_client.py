@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,20 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """The object does not exist (any more)."""
+
+
+class TokenRefused(Exception):
+    """The API server's TokenReview does not know the token; the message is its reason (never the token)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Whom a bearer token belongs to, as TokenReview says; SubjectAccessReview asks about exactly this."""
+
+    username: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _translate(exc: ApiException) -> Exception:
@@ -55,6 +70,8 @@ class KubeClient:
         self._api = api
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
+        self._authentication = client.AuthenticationV1Api(api)
+        self._authorization = client.AuthorizationV1Api(api)
 
     @classmethod
     async def connect(cls) -> KubeClient:
@@ -113,6 +130,33 @@ class KubeClient:
         """A Secret's data, decoded; NotFound if it does not exist (yet)."""
         secret = await self._call(self._core.read_namespaced_secret(name, namespace))
         return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    async def review_token(self, token: str) -> Identity:
+        """TokenReview (authentication.k8s.io/v1): whom the token belongs to; TokenRefused if nobody."""
+        review = await self._call(
+            self._authentication.create_token_review(client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token)))
+        )
+        status = review.status
+        if status is None or not status.authenticated or status.user is None:
+            raise TokenRefused((status.error if status is not None else None) or "not authenticated")
+        user = status.user
+        return Identity(user.username or "", user.uid or "", tuple(user.groups or ()),
+                        {key: list(values or ()) for key, values in (user.extra or {}).items()})
+
+    async def review_access(self, who: Identity, verb: str, plural: str, namespace: str) -> tuple[bool, str]:
+        """SubjectAccessReview (authorization.k8s.io/v1): may `who` `verb` kubepay's `plural` in `namespace`?
+
+        Returns the answer and the authorizer's reason (often empty when nothing allows it)."""
+        spec = client.V1SubjectAccessReviewSpec(
+            user=who.username, uid=who.uid or None, groups=list(who.groups) or None, extra=who.extra or None,
+            resource_attributes=client.V1ResourceAttributes(namespace=namespace, verb=verb, group=GROUP,
+                                                            resource=plural),
+        )
+        review = await self._call(
+            self._authorization.create_subject_access_review(client.V1SubjectAccessReview(spec=spec))
+        )
+        status = review.status
+        return bool(status is not None and status.allowed), (status.reason if status is not None else None) or ""
 
     async def ping(self) -> None:
         """Discovery of kubepay's API group: proves the API server answers and the CRDs are installed."""

@@ -59,7 +59,14 @@ EXTRA_SETS = {  # more shapes worth validating: existing Secret, cert-manager wi
         ],
     ),
     "namespaced-single": ([VALUES_REQUIRED], ["controller.watchNamespace=shop", "admission.enabled=false"]),
+    "api-serviceaccount": ([VALUES_REQUIRED], ["api.enabled=true", "api.auth.mode=serviceaccount"]),
+    "api-none": ([VALUES_REQUIRED], ["api.enabled=true", "api.auth.mode=none",
+                                     "api.auth.allowedClientNamespaceLabels.team=shop"]),
 }
+REVIEW_RULES = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+]
 
 
 def all_variants(render: Render) -> dict[str, list[Doc]]:
@@ -249,6 +256,56 @@ def test_api_rbac_when_enabled(all_objects: list[Doc], default_objects: list[Doc
     assert not [o for o in default_objects if o["metadata"]["labels"].get("app.kubernetes.io/component") == "api"]
 
 
+def test_api_auth_mode_reaches_the_process_and_only_token_mode_has_a_token(render: Render) -> None:
+    variants = all_variants(render)
+    for variant, mode in (("all", "token"), ("api-serviceaccount", "serviceaccount"), ("api-none", "none")):
+        env = env_of(containers(one(variants[variant], "Deployment", "-api"))[0])
+        assert env["KUBEPAY_API_AUTH"]["value"] == mode, variant
+        assert ("KUBEPAY_API_TOKEN" in env) == (mode == "token"), variant
+        credentials = one(variants[variant], "Secret", f"{RELEASE}-kubepay")
+        assert ("KUBEPAY_API_TOKEN" in credentials["stringData"]) == (mode == "token"), variant
+
+
+def test_serviceaccount_mode_grants_the_reviews_and_nothing_more(render: Render, all_objects: list[Doc]) -> None:
+    variants = all_variants(render)
+    objects = variants["api-serviceaccount"]
+    reviewer = one(objects, "ClusterRole", f"-api-reviewer-{NAMESPACE}")
+    assert reviewer["rules"] == REVIEW_RULES
+    binding = one(objects, "ClusterRoleBinding", f"-api-reviewer-{NAMESPACE}")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": reviewer["metadata"]["name"]}
+    api_account = pod_spec(one(objects, "Deployment", "-api"))["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": api_account, "namespace": NAMESPACE}]
+    assert [r for r in rules_of(objects, "api") if r not in REVIEW_RULES] == rules_of(all_objects, "api")
+    for variant, rendered in variants.items():  # no other mode, and no other component, may review
+        for role in find(rendered, "Role") + find(rendered, "ClusterRole"):
+            reviews = any(grants(role["rules"], resource, "create", group) for resource, group in (
+                ("tokenreviews", "authentication.k8s.io"), ("subjectaccessreviews", "authorization.k8s.io")))
+            assert reviews == (role is reviewer), f"{variant}: {role['metadata']['name']}"
+
+
+def test_none_mode_admits_only_labelled_pods(render: Render) -> None:
+    [policy] = find(all_variants(render)["api-none"], "NetworkPolicy")  # even with networkPolicy.enabled false
+    assert policy["metadata"]["name"] == f"{RELEASE}-kubepay-api"
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    labelled = {"podSelector": {"matchLabels": {"kubepay.io/api-client": "true"}}}
+    assert policy["spec"]["ingress"] == [{
+        "ports": [{"port": "http", "protocol": "TCP"}],
+        "from": [{**labelled, "namespaceSelector": {"matchLabels": {"team": "shop"}}}, labelled],
+    }]
+    # Another label; with every other policy on, networkPolicy.apiFrom does not widen the API's.
+    objects = render(VALUES_ALL, sets=[
+        "api.auth.mode=none", "api.auth.allowedClientLabels.kubepay\\.io/api-client=null",
+        "api.auth.allowedClientLabels.app=legacy-shop", "networkPolicy.apiFrom[0].podSelector.matchLabels.any=pod"])
+    [rule] = one(objects, "NetworkPolicy", "-api")["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "legacy-shop"}}}]
+    # Token and serviceaccount modes: the API's policy only with networkPolicy.enabled, from networkPolicy.apiFrom.
+    for variant, expected in (("all", [[{"podSelector": {}}]]), ("api-serviceaccount", [])):
+        policies = find(all_variants(render)[variant], "NetworkPolicy", "-api")
+        assert [p["spec"]["ingress"][0]["from"] for p in policies] == expected, variant
+
+
 # --- pods ---------------------------------------------------------------------------------------------
 
 
@@ -294,7 +351,7 @@ def test_each_process_gets_only_its_own_secrets(render: Render) -> None:
         assert "STRIPE_WEBHOOK_SECRET" in env["receiver"] and "STRIPE_SECRET_KEY" not in env["receiver"]
         assert not {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "KUBEPAY_API_TOKEN"} & set(env["migrate"]), variant
         if "api" in env:
-            assert "KUBEPAY_API_TOKEN" in env["api"] and "STRIPE_SECRET_KEY" not in env["api"]
+            assert "STRIPE_SECRET_KEY" not in env["api"]
         for name, container_env in env.items():
             for var in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "KUBEPAY_API_TOKEN", "DATABASE_URL",
                         "POSTGRES_PASSWORD"):
@@ -451,7 +508,11 @@ def test_labels_follow_app_kubernetes_io_conventions(render: Render) -> None:
          "database.url (postgresql://user:password@host:5432/db) or database.host is required"),
         (["kafka.brokers=k:9092", "existingSecret=s", "api.enabled=true"], None),
         (["kafka.brokers=k:9092", "stripe.secretKey=sk_test_x", "stripe.webhookSecret=whsec_x", "database.host=pg",
-          "api.enabled=true"], "api.token is required when api.enabled is true"),
+          "api.enabled=true"], "api.token is required when api.enabled is true and api.auth.mode is token"),
+        (["kafka.brokers=k:9092", "stripe.secretKey=sk_test_x", "stripe.webhookSecret=whsec_x", "database.host=pg",
+          "api.enabled=true", "api.auth.mode=serviceaccount"], None),
+        (["kafka.brokers=k:9092", "existingSecret=s", "api.enabled=true", "api.auth.mode=none",
+          "api.auth.allowedClientLabels=null"], "api.auth.allowedClientLabels must name at least one label"),
     ],
 )
 def test_a_missing_required_value_fails_with_a_clear_message(helm: Path, sets: list[str], message: str | None) -> None:
@@ -468,7 +529,8 @@ def test_a_missing_required_value_fails_with_a_clear_message(helm: Path, sets: l
 
 def test_values_schema_rejects_typos_and_bad_values(helm: Path) -> None:
     base: list[str | Path] = ["template", RELEASE, CHART, "--values", VALUES_REQUIRED]
-    for bad in ("controler.replicas=2", "logLevel=LOUD", "admission.failurePolicy=Maybe", "stripe.secretKey=pk_test_x"):
+    for bad in ("controler.replicas=2", "logLevel=LOUD", "admission.failurePolicy=Maybe", "stripe.secretKey=pk_test_x",
+                "api.auth.mode=oauth"):
         result = run_helm(helm, *base, "--set", bad)
         assert result.returncode != 0, bad
         assert "schema" in result.stderr.lower() or "values don't meet" in result.stderr.lower(), result.stderr

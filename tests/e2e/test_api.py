@@ -17,7 +17,8 @@ from tests.conftest import Running
 from tests.contracts import ApiClient, validate_message
 from tests.helpers import Kube, deliver, fetch, messages, stripe_event, wait_for
 
-ORDER = {"order_id": "A-1001/x", "amount": "19.99", "currency": "USD", "user_id": "user-7",
+# As a client of the Go payment-service sends it: `amount` in minor units (19.99 USD).
+ORDER = {"order_id": "A-1001/x", "amount": 1999, "currency": "USD", "user_id": "user-7",
          "metadata": {"channel": "web"}}
 
 
@@ -45,14 +46,14 @@ async def test_create_repeat_read_pay_and_refund_through_the_api(
 
     assert (await api.call("POST", "/payments/intent", body=ORDER, token=None))[0] == 401
     assert (await api.call("POST", "/payments/intent", body=ORDER, token="wrong-token-0123456789"))[0] == 401
-    assert (await api.call("GET", "/healthz", token=None))[0] == 200
+    assert await api.call("GET", "/healthz", token=None) == (200, "ok")  # text/plain, checked against the document
     assert (await api.call("GET", "/readyz", token=None))[0] == 200
 
     status, created = await api.call("POST", "/payments/intent", body=ORDER)
     assert status == 201, created
     name = created["name"]
     assert name.startswith("order-a-1001-x-") and len(name) <= 63
-    assert (created["amount"], created["amount_minor"], created["currency"]) == ("19.99", 1999, "USD")
+    assert (created["amount"], created["amount_decimal"], created["currency"]) == (1999, "19.99", "USD")
     resource = await kube.get_pi(ns, name)
     assert resource is not None
     uid = resource["metadata"]["uid"]
@@ -71,38 +72,53 @@ async def test_create_repeat_read_pay_and_refund_through_the_api(
     assert again == created
     assert len(await _intents_for(sandbox, uid)) == 1
 
-    status, conflict = await api.call("POST", "/payments/intent", body={**ORDER, "amount": "20.00"})
+    status, conflict = await api.call("POST", "/payments/intent", body={**ORDER, "amount": 2000})
     assert status == 409 and conflict["payment_id"] == created["payment_id"] and conflict["name"] == name
     assert (await api.call("POST", "/payments/intent", body={**ORDER, "currency": "EUR"}))[0] == 409
 
     status, invalid = await api.call("POST", "/payments/intent",
-                                     body={"amount": "12.345", "currency": "US", "metadata": {"a": 1}})
+                                     body={"amount": 1234, "currency": "US", "metadata": {"a": 1}})
     assert status == 422
     assert set(invalid["fields"]) == {"order_id", "currency", "metadata"}
-    status, invalid = await api.call("POST", "/payments/intent", body={"order_id": "1", "amount": "12.345",
+    # `amount` is never read as major units: anything but an integer is refused, pointing at amount_decimal.
+    for not_minor in (b"12.5", b'"12.00"', b"true", b"12.0"):
+        status, invalid = await api.call(
+            "POST", "/payments/intent", raw=b'{"order_id": "1", "currency": "usd", "amount": ' + not_minor + b"}")
+        assert status == 422 and set(invalid["fields"]) == {"amount"}, (not_minor, invalid)
+        assert "integer in the currency's minor units" in invalid["fields"]["amount"]
+        assert "amount_decimal" in invalid["fields"]["amount"]
+    status, invalid = await api.call("POST", "/payments/intent", body={"order_id": "1", "amount_decimal": "12.345",
                                                                       "currency": "usd"})
-    assert status == 422 and "more than 2 decimal places" in invalid["fields"]["amount"]
-    status, invalid = await api.call("POST", "/payments/intent", body={"order_id": "1", "amount": "1",
-                                                                      "amount_minor": 100, "currency": "usd"})
-    assert status == 422 and "amount" in invalid["fields"]
+    assert status == 422 and "more than 2 decimal places" in invalid["fields"]["amount_decimal"]
+    status, invalid = await api.call("POST", "/payments/intent", body={"order_id": "1", "amount_decimal": 12,
+                                                                      "currency": "usd"})
+    assert status == 422 and "decimal string" in invalid["fields"]["amount_decimal"]
+    for amounts in ({"amount": 100, "amount_decimal": "1.00"}, {}):
+        status, invalid = await api.call("POST", "/payments/intent", body={"order_id": "1", "currency": "usd",
+                                                                          **amounts})
+        assert status == 422 and "give amount (an integer in minor units" in invalid["fields"]["amount"]
+    for amount, problem in ((0, "greater than zero"), (100_000_000, "at most 99999999 minor units")):
+        status, invalid = await api.call("POST", "/payments/intent",
+                                         body={"order_id": "1", "currency": "usd", "amount": amount})
+        assert status == 422 and problem in invalid["fields"]["amount"], invalid
     status, invalid = await api.call("POST", "/payments/intent", raw=b"{oops")
     assert status == 422 and invalid["fields"] == {"body": "must be a JSON object"}
-    # A JSON number is read exactly (never through a float), and integer minor units work too.
-    status, exact = await api.call("POST", "/payments/intent", raw=b'{"order_id": "2002", "amount": 0.57, '
-                                                                  b'"currency": "usd"}')
-    assert status == 201 and exact["amount_minor"] == 57 and exact["name"] == "order-2002"
-    status, refused = await api.call("POST", "/payments/intent", body={"order_id": "2003", "amount": "0.29",
+    # A decimal string in the major unit goes in amount_decimal.
+    status, exact = await api.call("POST", "/payments/intent", body={"order_id": "2002", "amount_decimal": "0.57",
+                                                                    "currency": "usd"})
+    assert status == 201 and (exact["amount"], exact["amount_decimal"], exact["name"]) == (57, "0.57", "order-2002")
+    status, refused = await api.call("POST", "/payments/intent", body={"order_id": "2003", "amount": 29,
                                                                       "currency": "usd"})
     assert status == 422 and refused["error"].startswith("Stripe refused the payment: Amount must be at least")
-    status, jpy = await api.call("POST", "/payments/intent", body={"order_id": "3003", "amount_minor": 1200,
+    status, jpy = await api.call("POST", "/payments/intent", body={"order_id": "3003", "amount": 1200,
                                                                   "currency": "jpy"})
-    assert status == 201 and (jpy["amount"], jpy["currency"]) == ("1200", "JPY")
+    assert status == 201 and (jpy["amount"], jpy["amount_decimal"], jpy["currency"]) == (1200, "1200", "JPY")
 
     # Reads come from PostgreSQL, with the Go service's field names.
     pid = created["payment_id"]
     row = await wait_for(lambda: _payment(api, pid, "pending"), what="the payments row")
-    assert (row["order_id"], row["user_id"], row["amount"], row["amount_minor"], row["currency"]) == \
-        ("A-1001/x", "user-7", "19.99", 1999, "USD")
+    assert (row["order_id"], row["user_id"], row["amount"], row["amount_decimal"], row["currency"]) == \
+        ("A-1001/x", "user-7", 1999, "19.99", "USD")
     assert row["provider_payment_id"] == intent["id"]
     assert row["resource"] == {"namespace": ns, "name": name}
     status, listing = await api.call("GET", "/payments?order_id=A-1001/x")
@@ -129,24 +145,28 @@ async def test_create_repeat_read_pay_and_refund_through_the_api(
     [order_status] = await messages(sandbox.kafka, tenant.topics.order_status, "A-1001/x", 1)
     validate_message("orders.status", order_status.value)
     row = await wait_for(lambda: _payment(api, pid, "succeeded"), what="the row to say succeeded")
-    assert row["amount_received_minor"] == 1999
+    assert (row["amount_received"], row["amount_received_decimal"]) == (1999, "19.99")
+    assert (row["amount_refunded"], row["amount_refunded_decimal"]) == (0, "0.00")
 
     # Refunds become PaymentRefund resources; an Idempotency-Key makes a retry return the same one.
     assert (await api.call("POST", f"/payments/{uuid.uuid4()}/refunds", body={}))[0] == 404
     assert (await api.call("POST", f"/payments/{pid}/refunds", body={"reason": "because"}))[0] == 422
-    assert (await api.call("POST", f"/payments/{pid}/refunds", body={"amount": "0.001"}))[0] == 422
+    assert (await api.call("POST", f"/payments/{pid}/refunds", body={"amount_decimal": "0.001"}))[0] == 422
+    status, invalid = await api.call("POST", f"/payments/{pid}/refunds", body={"amount": "5.00"})
+    assert status == 422 and "amount_decimal" in invalid["fields"]["amount"]
     key = {"Idempotency-Key": "refund-req-1"}
     status, refund = await api.call("POST", f"/payments/{pid}/refunds",
-                                    body={"amount": "5.00", "reason": "requested_by_customer"}, headers=key)
+                                    body={"amount": 500, "reason": "requested_by_customer"}, headers=key)
     assert status == 201, refund
-    assert (refund["amount_minor"], refund["payment_intent_name"], refund["payment_id"]) == (500, name, pid)
+    assert (refund["amount"], refund["amount_decimal"], refund["currency"]) == (500, "5.00", "USD")
+    assert (refund["payment_intent_name"], refund["payment_id"]) == (name, pid)
     stored = await kube.custom.get_namespaced_custom_object("kubepay.io", "v1alpha1", ns, "paymentrefunds",
                                                             refund["name"])
     assert stored["spec"] == {"paymentIntentName": name, "amount": 500, "reason": "requested_by_customer"}
     status, repeat = await api.call("POST", f"/payments/{pid}/refunds",
-                                    body={"amount": "5.00", "reason": "requested_by_customer"}, headers=key)
+                                    body={"amount_decimal": "5.00", "reason": "requested_by_customer"}, headers=key)
     assert status == 200 and repeat["name"] == refund["name"]
-    assert (await api.call("POST", f"/payments/{pid}/refunds", body={"amount": "6.00"}, headers=key))[0] == 409
+    assert (await api.call("POST", f"/payments/{pid}/refunds", body={"amount": 600}, headers=key))[0] == 409
 
     for process in (api_process, running.operator):
         assert intent["client_secret"] not in process.logs()
@@ -159,7 +179,7 @@ async def test_no_client_secret_in_time_is_504_and_a_repeat_gets_it(tenant: Tena
     api_process = tenant.process("api", KUBEPAY_API_WAIT_SECONDS="1")
     await api_process.start()
     api = await ApiClient.connect(tenant.api_url, tenant.api_token)
-    order = {"order_id": "4004", "amount": "12.00", "currency": "usd"}
+    order = {"order_id": "4004", "amount": 1200, "currency": "usd"}
     status, timeout = await api.call("POST", "/payments/intent", body=order)  # no controller is running
     assert status == 504, timeout
     assert timeout["name"] == "order-4004"

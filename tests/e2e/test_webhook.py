@@ -153,8 +153,8 @@ async def test_health_readiness_and_metrics(running: Running) -> None:
 
     base = running.tenant.webhook_url.rsplit("/payments", 1)[0]
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/healthz") as response:
-            assert response.status == 200
+        async with session.get(f"{base}/healthz") as response:  # as the Go payment-service answered it
+            assert (response.status, response.content_type, await response.text()) == (200, "text/plain", "ok")
         async with session.get(f"{base}/readyz") as response:
             assert response.status == 200, await response.text()
         async with session.get(f"{base}/metrics") as response:

@@ -21,6 +21,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubepay.kube_client import KubeClient, TokenRefused
 from kubepay.sandbox.kube import KubeEmulator, validate_custom_resource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -755,6 +756,45 @@ async def test_kubernetes_asyncio_client(api_client: k8s_client.ApiClient, emu: 
             if len(seen) == 2:
                 watcher.stop()
     assert seen == [("ADDED", "w1"), ("DELETED", "w1")]
+
+
+async def test_token_and_subject_access_reviews(
+        emu: KubeEmulator, api_client: k8s_client.ApiClient, http: aiohttp.ClientSession) -> None:
+    reviews = emu.reviews
+    token = reviews.issue_service_account_token("shop", "web", pod="web-1")
+    reviews.deny("system:serviceaccount:shop:web", "delete", "paymentintents", group="kubepay.io")
+    reviews.allow("system:serviceaccounts:shop", "create", "paymentintents", group="kubepay.io", namespace="shop")
+    kube = KubeClient(api_client)
+    who = await kube.review_token(token)
+    assert who.username == "system:serviceaccount:shop:web" and who.uid
+    assert who.groups == ("system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated")
+    assert who.extra["authentication.kubernetes.io/pod-name"] == ["web-1"]
+    with pytest.raises(TokenRefused, match="invalid bearer token"):
+        await kube.review_token("not-a-token")
+    assert await kube.review_access(who, "create", "paymentintents", "shop") == (
+        True, "allowed by the sandbox rule for 'system:serviceaccounts:shop' in namespace 'shop'")
+    assert await kube.review_access(who, "create", "paymentintents", "other") == (False, "")  # RBAC: no opinion
+    assert emu.reviews.access_log[-1]["extra"] == who.extra  # the whole identity was asked about
+
+    # As the API server answers: 201 with the review's status; a malformed review is refused.
+    sar = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    attributes = {"namespace": "shop", "verb": "delete", "group": "kubepay.io", "resource": "paymentintents"}
+    status, denied = await request(http, "POST", sar,
+                                   {"spec": {"user": who.username, "resourceAttributes": attributes}})
+    assert (status, denied["kind"]) == (201, "SubjectAccessReview")
+    assert denied["status"] == {"allowed": False, "denied": True,
+                                "reason": "denied by the sandbox rule for 'system:serviceaccount:shop:web'"}
+    status, invalid = await request(http, "POST", sar, {"spec": {"resourceAttributes": attributes}})
+    assert (status, invalid["reason"]) == (422, "Invalid")
+    assert "at least one of user or group must be specified" in invalid["message"]
+    tokenreviews = "/apis/authentication.k8s.io/v1/tokenreviews"
+    status, refused = await request(http, "POST", tokenreviews, {"spec": {"token": "nope"}})
+    assert (status, refused["status"]) == (201, {"user": {}, "error": "[invalid bearer token, token lookup failed]"})
+    assert (await request(http, "POST", tokenreviews, {"spec": {}}))[0] == 400
+    assert (await request(http, "GET", tokenreviews))[0] == 405
+    _, discovery = await request(http, "GET", "/apis/authentication.k8s.io/v1")
+    assert [(r["name"], r["kind"], r["verbs"]) for r in discovery["resources"]] == [
+        ("tokenreviews", "TokenReview", ["create"])]
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")

@@ -1,15 +1,16 @@
-"""The Go payment-service's HTTP API, cluster-internal, behind a bearer token.
+"""The Go payment-service's HTTP API, cluster-internal, behind the authentication KUBEPAY_API_AUTH chooses.
 
 `POST /payments/intent` makes (idempotently) the order's PaymentIntent resource and waits, bounded, for
 the client secret the controller puts in the resource's Secret; `GET /payments/{id}` and
 `GET /payments?order_id=` read the PostgreSQL mirror; `POST /payments/{id}/refunds` makes a PaymentRefund.
+Amounts are integers in the currency's minor units (`amount`), as in the Go service and Stripe; decimal
+strings in the major unit go in `amount_decimal`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -35,6 +36,7 @@ from kubepay.kube_client import (
 )
 from kubepay.money import to_decimal_string
 from kubepay.store import PaymentRow, Store, StoreUnavailable
+from kubepay_webhook.api_auth import Authenticator
 from kubepay_webhook.openapi import document
 from kubepay_webhook.serving import KUBE, STORE, add_health_routes
 
@@ -44,18 +46,20 @@ MAX_BODY = 64 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 POLL_SECONDS = 0.2
+AMOUNT_FIELDS = ("amount", "amount_decimal")  # minor units (integer), or major units (decimal string)
 
 
 class ApiConfig:
     """What the handlers need besides the clients."""
 
-    def __init__(self, token: str, namespace: str, wait_seconds: float) -> None:
-        self.token = token
+    def __init__(self, auth_mode: str, namespace: str, wait_seconds: float) -> None:
+        self.auth_mode = auth_mode
         self.namespace = namespace
         self.wait_seconds = wait_seconds
 
 
 CONFIG: web.AppKey[ApiConfig] = web.AppKey("api_config", ApiConfig)
+AUTH: web.AppKey[Authenticator] = web.AppKey("api_auth", Authenticator)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,15 +74,15 @@ def invalid(fields: dict[str, str]) -> web.Response:
 
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer token on everything but health and the API document; JSON errors; 503 when a backend is down."""
-    if request.path not in PUBLIC_PATHS:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        expected = request.app[CONFIG].token.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            response = error(401, "missing or invalid bearer token")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="kubepay"'
-            return response
+    """Authentication on everything but health and the API document; JSON errors; 503 when a backend is down."""
     try:
+        if request.path not in PUBLIC_PATHS:
+            refusal = await request.app[AUTH].check(request)
+            if refusal is not None:
+                response = error(refusal.status, refusal.message)
+                if refusal.status == 401:
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="kubepay"'
+                return response
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -134,20 +138,31 @@ def _metadata(body: dict[str, Any], problems: dict[str, str]) -> dict[str, str]:
 
 
 def _amount(body: dict[str, Any], currency: str | None, problems: dict[str, str]) -> int | None:
-    """`amount` as a decimal (string or exact JSON number), or `amount_minor` as an integer; exactly one."""
-    has_major, has_minor = body.get("amount") is not None, body.get("amount_minor") is not None
-    if has_major == has_minor:
-        problems["amount"] = "give either amount (a decimal string such as \"19.99\") or amount_minor"
+    """`amount` in minor units (an integer, as the Go service and Stripe take it) or `amount_decimal` (a decimal
+    string in the major unit); exactly one."""
+    given = [name for name in AMOUNT_FIELDS if body.get(name) is not None]
+    if len(given) != 1:
+        problems["amount"] = ("give amount (an integer in minor units: 1200 is 12.00 USD) or amount_decimal "
+                              "(a decimal string such as \"12.00\")" + (", not both" if given else ""))
+        return None
+    [name] = given
+    raw = body[name]
+    if name == "amount" and (isinstance(raw, bool) or not isinstance(raw, int)):
+        problems[name] = ("must be an integer in the currency's minor units (1200 is 12.00 USD, as in Stripe); "
+                          "put a decimal amount such as \"12.00\" in amount_decimal instead")
+        return None
+    if name == "amount_decimal" and not isinstance(raw, str):
+        problems[name] = "must be a decimal string in the currency's major unit, such as \"12.00\""
         return None
     if currency is None:
         return None
-    if has_minor:
-        minor = body["amount_minor"]
-        if isinstance(minor, bool) or not isinstance(minor, int) or not 1 <= minor <= orders.MAX_AMOUNT:
-            problems["amount_minor"] = f"must be an integer from 1 to {orders.MAX_AMOUNT} (minor units)"
-            return None
-        return minor
-    return orders.parse_amount(body["amount"], currency)
+    # Minor units go through their decimal form, so every currency rule of orders.parse_amount applies to both.
+    return orders.parse_amount(to_decimal_string(raw, currency) if name == "amount" else raw, currency, name)
+
+
+def _amounts(name: str, minor: int, currency: str) -> dict[str, Any]:
+    """An amount as the API answers it: integer minor units, and the decimal string in `<name>_decimal`."""
+    return {name: minor, f"{name}_decimal": to_decimal_string(minor, currency)}
 
 
 def _parse(step: Callable[[], Any], problems: dict[str, str]) -> Any:
@@ -187,8 +202,8 @@ async def create_intent(request: web.Request) -> web.Response:
         log.info("payment %s for order %s: %s", payment_id, order_id, "created" if created else "existing")
         return web.json_response(
             {"payment_id": payment_id, "client_secret": found, "name": name, "namespace": config.namespace,
-             "order_id": order.order_id, "amount": to_decimal_string(order.amount_minor, order.currency),
-             "amount_minor": order.amount_minor, "currency": order.currency.upper()},
+             "order_id": order.order_id, **_amounts("amount", order.amount_minor, order.currency),
+             "currency": order.currency.upper()},
             status=201 if created else 200,
         )
     if found is not None:
@@ -223,7 +238,7 @@ async def _client_secret(kube: KubeClient, namespace: str, name: str, deadline: 
 
 
 def payment_json(row: PaymentRow) -> dict[str, Any]:
-    """The Go service's field names, amounts both as decimal strings and as integer minor units."""
+    """The Go service's field names; amounts in integer minor units, each also as a decimal string (`*_decimal`)."""
     def iso(value: Any) -> str | None:
         return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -231,17 +246,14 @@ def payment_json(row: PaymentRow) -> dict[str, Any]:
         "id": str(row.id),
         "order_id": row.order_id,
         "user_id": row.user_id or "",
-        "amount": to_decimal_string(row.amount, row.currency),
-        "amount_minor": row.amount,
+        **_amounts("amount", row.amount, row.currency),
         "currency": row.currency.upper(),
         "status": row.status,
         "payment_method": row.payment_method or "",
         "provider": "stripe",
         "provider_payment_id": row.provider_payment_id or "",
-        "amount_received": to_decimal_string(row.amount_received, row.currency),
-        "amount_received_minor": row.amount_received,
-        "amount_refunded": to_decimal_string(row.amount_refunded, row.currency),
-        "amount_refunded_minor": row.amount_refunded,
+        **_amounts("amount_received", row.amount_received, row.currency),
+        **_amounts("amount_refunded", row.amount_refunded, row.currency),
         "failure_code": row.failure_code or "",
         "failure_reason": row.failure_reason or "",
         "resource": {"namespace": row.resource_namespace, "name": row.resource_name},
@@ -273,14 +285,17 @@ async def list_payments(request: web.Request) -> web.Response:
     return web.json_response({"payments": [payment_json(row) for row in rows]})
 
 
-def _refund_json(refund: dict[str, Any], payment_id: str) -> dict[str, Any]:
+def _refund_json(refund: dict[str, Any], row: PaymentRow) -> dict[str, Any]:
     spec, status = refund.get("spec") or {}, refund.get("status") or {}
+    amount = spec.get("amount")  # None: everything still refundable
     return {
         "name": refund["metadata"]["name"],
         "namespace": refund["metadata"].get("namespace", ""),
-        "payment_id": payment_id,
+        "payment_id": str(row.id),
         "payment_intent_name": spec.get("paymentIntentName", ""),
-        "amount_minor": spec.get("amount"),
+        **(_amounts("amount", amount, row.currency) if amount is not None
+           else {"amount": None, "amount_decimal": None}),
+        "currency": row.currency.upper(),
         "reason": spec.get("reason"),
         "phase": status.get("phase") or "Pending",
     }
@@ -295,7 +310,7 @@ async def create_refund(request: web.Request) -> web.Response:
         return body
     problems: dict[str, str] = {}
     amount: int | None = None
-    if body.get("amount") is not None or body.get("amount_minor") is not None:
+    if any(body.get(name) is not None for name in AMOUNT_FIELDS):
         amount = _parse(lambda: _amount(body, row.currency, problems), problems)
     reason = body.get("reason")
     if reason is not None and reason not in REFUND_REASONS:
@@ -333,20 +348,20 @@ async def create_refund(request: web.Request) -> web.Response:
         if (existing.get("spec") or {}) != spec:
             return error(409, "this Idempotency-Key was used for a different refund",
                          name=existing["metadata"]["name"])
-        return web.json_response(_refund_json(existing, payment_id), status=200)
+        return web.json_response(_refund_json(existing, row), status=200)
     except ApiException as exc:
         return error(422, f"Kubernetes refused the PaymentRefund: {exc.reason}", fields={})
     log.info("refund %s requested for payment %s", manifest["metadata"]["name"], payment_id)
-    return web.json_response(_refund_json(refund, payment_id), status=201)
+    return web.json_response(_refund_json(refund, row), status=201)
 
 
-async def openapi(_: web.Request) -> web.Response:
-    return web.json_response(document())
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(request.app[CONFIG].auth_mode))
 
 
-def make_api_app(store: Store, kube: KubeClient, config: ApiConfig) -> web.Application:
+def make_api_app(store: Store, kube: KubeClient, config: ApiConfig, auth: Authenticator) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_and_auth])
-    app[STORE], app[KUBE], app[CONFIG] = store, kube, config
+    app[STORE], app[KUBE], app[CONFIG], app[AUTH] = store, kube, config, auth
     app.router.add_post("/payments/intent", create_intent)
     app.router.add_get("/payments", list_payments)
     app.router.add_get("/payments/{id}", get_payment)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from kubepay.config import Settings
 from kubepay_webhook.api import ApiConfig, make_api_app
+from kubepay_webhook.api_auth import authenticator
 from kubepay_webhook.serving import serve as serve_app
 
 
 async def serve(settings: Settings) -> None:
-    config = ApiConfig(settings.api_token, settings.api_namespace, settings.api_wait_seconds)
-    await serve_app(settings, settings.api_port, lambda store, kube: make_api_app(store, kube, config),
-                    f"payments API (creating payments in namespace {settings.api_namespace})")
+    config = ApiConfig(settings.api_auth, settings.api_namespace, settings.api_wait_seconds)
+    await serve_app(settings, settings.api_port,
+                    lambda store, kube: make_api_app(store, kube, config, authenticator(settings, kube)),
+                    f"payments API (creating payments in namespace {settings.api_namespace}, "
+                    f"KUBEPAY_API_AUTH={settings.api_auth})")

@@ -21,7 +21,8 @@ KUBE: web.AppKey[KubeClient] = web.AppKey("kube", KubeClient)
 
 
 async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Liveness as the Go payment-service answered it: 200, `ok`, text/plain."""
+    return web.Response(text="ok", content_type="text/plain")
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -97,9 +97,12 @@ Included by every workload template.
 {{- if and (not .Values.database.url) (not .Values.database.host) -}}
 {{- fail "kubepay: database.url (postgresql://user:password@host:5432/db) or database.host is required, or set existingSecret to a Secret holding DATABASE_URL" -}}
 {{- end -}}
-{{- if and .Values.api.enabled (not .Values.api.token) -}}
-{{- fail "kubepay: api.token is required when api.enabled is true (or set existingSecret to a Secret holding KUBEPAY_API_TOKEN)" -}}
+{{- if and .Values.api.enabled (eq .Values.api.auth.mode "token") (not .Values.api.token) -}}
+{{- fail "kubepay: api.token is required when api.enabled is true and api.auth.mode is token (or set existingSecret to a Secret holding KUBEPAY_API_TOKEN, or choose api.auth.mode serviceaccount)" -}}
 {{- end -}}
+{{- end -}}
+{{- if and .Values.api.enabled (eq .Values.api.auth.mode "none") (not .Values.api.auth.allowedClientLabels) -}}
+{{- fail "kubepay: api.auth.allowedClientLabels must name at least one label when api.auth.mode is none (the NetworkPolicy admits only pods with these labels)" -}}
 {{- end -}}
 {{- if and .Values.admission.certManager.enabled (not .Values.admission.enabled) -}}
 {{- fail "kubepay: admission.certManager.enabled needs admission.enabled" -}}

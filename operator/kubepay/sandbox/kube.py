@@ -29,6 +29,9 @@ because that server must be entered only once, patches aiohttp's DNS resolution 
 (which must be exited in LIFO order) and opens a client session we do not need; here
 :meth:`KubeEmulator.stop` and :meth:`KubeEmulator.start` can alternate freely on one port.
 
+TokenReview and SubjectAccessReview are answered by :mod:`kubepay.sandbox.kube_reviews`
+(``KubeEmulator.reviews``) from the tokens and access rules the harness gives it, not from RBAC objects.
+
 Known gaps against a real API server: CEL rules other than ``self == oldSelf`` transition rules
 are not evaluated; no admission webhooks, RBAC, managedFields or server-side-apply field
 ownership (``application/apply-patch+yaml`` is served as a create-or-merge); strategic merge
@@ -66,6 +69,8 @@ import attrs
 import jsonschema
 import kmock
 import yaml
+
+from kubepay.sandbox.kube_reviews import Reviews
 
 __all__ = ["KubeEmulator", "validate_custom_resource"]
 
@@ -961,6 +966,10 @@ class KubeEmulator:
         self._lock = threading.Lock()
         self._handler = _Handler(emulator=self)
         self._url: str | None = None
+        self.reviews = Reviews()  # TokenReview and SubjectAccessReview; tests issue tokens and rules here
+        for group, version, plural, kind in self.reviews.apis():
+            self._handler.resources[kmock.resource(group, version, plural)] = kmock.ResourceInfo(
+                namespaced=False, kind=kind, singular=kind.lower(), verbs={"create"})
 
         for res in _BUILTINS:
             self._register(res)
@@ -1200,6 +1209,8 @@ class KubeEmulator:
         try:
             if raw.path == "/openapi/v3" or raw.path.startswith("/openapi/v3/"):
                 return self._serve_openapi(raw.path)
+            if (review := await self.reviews.serve(raw)) is not None:
+                return review
             route = self._route(raw.path)
             if route is None:
                 return None
