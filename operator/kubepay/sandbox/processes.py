@@ -31,6 +31,11 @@ class KubepayProcess:
         return self._proc.pid if self._proc else None
 
     async def start(self, ready_timeout: float = 30.0) -> None:
+        await self.launch()
+        await self.wait_ready(ready_timeout)
+
+    async def launch(self) -> None:
+        """Start the process without waiting for it to become healthy (a start during an outage)."""
         self._log = self.log_path.open("ab")
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -42,19 +47,28 @@ class KubepayProcess:
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
         )
-        await self._wait_ready(ready_timeout)
 
-    async def _wait_ready(self, timeout: float) -> None:
+    async def healthy(self, session: aiohttp.ClientSession | None = None) -> bool:
+        """Whether the health URL answers 200 now."""
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)))
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(self._health_url) as response:
+                    return response.status == 200
+        return False
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Until the health URL answers 200; RuntimeError if the process exits, TimeoutError after `timeout`."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() < deadline:
                 assert self._proc is not None
                 if self._proc.returncode is not None:
                     raise RuntimeError(f"kubepay {self.command} exited with {self._proc.returncode}:\n{self.logs()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(self._health_url) as response:
-                        if response.status == 200:
-                            return
+                if await self.healthy(session):
+                    return
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"kubepay {self.command} not healthy after {timeout}s:\n{self.logs()}")
 

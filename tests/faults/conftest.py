@@ -1,0 +1,45 @@
+"""The fault suite's fixtures: every tenant's dependencies sit behind fault proxies; the figures print at the end.
+
+Run it with `make test-faults` (or `pytest tests/faults`); `make test` leaves it out (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from kubepay.sandbox.stack import Sandbox, Tenant
+from tests.faults.harness import FIGURES, Faults
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controlling process, not an xdist worker
+        FIGURES.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES.exists():
+        terminalreporter.section("fault suite figures")
+        for line in sorted(FIGURES.read_text().splitlines()):
+            terminalreporter.write_line(line)
+
+
+@pytest_asyncio.fixture()
+async def faults(sandbox: Sandbox) -> AsyncIterator[Faults]:
+    tenant = await sandbox.tenant()
+    try:
+        async with Faults.around(sandbox, tenant) as proxied:
+            try:
+                yield proxied
+            finally:
+                await tenant.stop_processes()
+    finally:
+        await sandbox.release(tenant)
+
+
+@pytest_asyncio.fixture()
+async def tenant(faults: Faults) -> Tenant:
+    """The suite's tenants are proxied: `running` starts the processes behind the fault proxies."""
+    return faults.tenant
