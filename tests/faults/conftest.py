@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from kubepay.sandbox.stack import Sandbox, Tenant
 from tests.faults.harness import FIGURES, Faults
+from tests.helpers import Kube
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -43,3 +44,11 @@ async def faults(sandbox: Sandbox) -> AsyncIterator[Faults]:
 async def tenant(faults: Faults) -> Tenant:
     """The suite's tenants are proxied: `running` starts the processes behind the fault proxies."""
     return faults.tenant
+
+
+@pytest_asyncio.fixture()
+async def kube(faults: Faults) -> AsyncIterator[Kube]:
+    """The test's own client goes straight to the API server: it watches and creates during an outage."""
+    client = await Kube.connect(faults.kubeconfig)
+    yield client
+    await client.close()

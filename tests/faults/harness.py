@@ -69,6 +69,7 @@ class Faults:
     kube: TcpProxy
     kafka: TcpProxy
     broker: KafkaBroker
+    kubeconfig: str  # straight to the API server, for the test itself
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -81,12 +82,13 @@ class Faults:
             broker = await stack.enter_async_context(KafkaBroker(port=broker_port, advertised_port=kafka.port))
             topics = tenant.topics
             await broker.create_topics([*topics.all(), topics.orders_created, topics.orders_dlq])
+            direct = tenant.env["KUBECONFIG"]
             tenant.env.update(
                 DATABASE_URL=_with_port(tenant.database_url, postgres.port),
                 KAFKA_BROKER_URL=kafka.address,
-                KUBECONFIG=str(_proxied_kubeconfig(Path(tenant.env["KUBECONFIG"]), kube.port)),
+                KUBECONFIG=str(_proxied_kubeconfig(Path(direct), kube.port)),
             )
-            yield cls(tenant, postgres, kube, kafka, broker)
+            yield cls(tenant, postgres, kube, kafka, broker, direct)
 
 
 def _with_port(url: str, port: int) -> str:
@@ -237,6 +239,8 @@ class PhaseHistory:
                         resource_version=resource_version, timeout_seconds=300):
                     resource_version = event["object"]["metadata"]["resourceVersion"]
                     self._note(event["object"])
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.1)  # watch again from the last version seen: nothing is missed
             finally:
                 await watcher.close()
 
