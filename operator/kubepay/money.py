@@ -9,6 +9,7 @@ _ZERO_DECIMAL = frozenset(
     ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]
 )
 _THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
+MAX_DIGITS = 18  # minor units fit a PostgreSQL bigint
 
 
 class MoneyError(ValueError):
@@ -35,6 +36,8 @@ def to_minor(amount: str | Decimal | int, currency: str) -> int:
         raise MoneyError(f"amount {amount!r} is not a decimal number") from exc
     if not value.is_finite():
         raise MoneyError(f"amount {amount!r} is not a finite number")
+    if value and value.adjusted() + exponent(currency) >= MAX_DIGITS:  # before scaling: 1E+1000000 overflows
+        raise MoneyError(f"amount is too large: more than {MAX_DIGITS} digits in {currency.upper()}'s minor units")
     scaled = value.scaleb(exponent(currency))
     if scaled != scaled.to_integral_value():
         raise MoneyError(

@@ -7,6 +7,7 @@ finds the resource made the first time instead of making a second payment.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,6 +24,7 @@ _MAX_NAME = 63  # a DNS-1123 label, so the name also fits wherever a label value
 _HASH_CHARS = 10
 _INVALID = re.compile(r"[^a-z0-9]+")
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_AMOUNT = 99_999_999  # the CRD's maximum, in minor units
 
 
@@ -73,6 +75,20 @@ def resource_name(order_id: str) -> str:
 def order_label(order_id: str) -> str:
     """The order id as a label value (for `kubectl get pi -l kubepay.io/order-id=...`)."""
     return _sanitize(order_id)[:63].strip("-")
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON as orders arrive (API bodies, orders.created values): decimals exact, never floats. ValueError for
+    anything that is not JSON, including nesting deeper than the parser goes (RecursionError is no ValueError)."""
+    try:
+        return json.loads(raw, parse_float=Decimal)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def identifier_problem(value: str) -> str | None:
+    """Order and user ids become PostgreSQL text (which cannot hold NUL), Kafka keys and log lines."""
+    return "must not contain control characters" if _CONTROL.search(value) else None
 
 
 def parse_amount(raw: Any, currency: str, name: str = "amount") -> int:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import signal
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -46,8 +44,8 @@ def parse_order(value: bytes | None) -> orders.Order:
     if value is None:
         raise PoisonMessage("empty message (no value)")
     try:
-        event = json.loads(value, parse_float=Decimal)  # exact decimals, never floats
-    except (ValueError, UnicodeDecodeError) as exc:
+        event = orders.loads(value)
+    except ValueError as exc:  # UnicodeDecodeError included
         raise PoisonMessage(f"value is not JSON: {exc}") from None
     if not isinstance(event, dict):
         raise PoisonMessage("value is not a JSON object")
@@ -57,11 +55,15 @@ def parse_order(value: bytes | None) -> orders.Order:
         order_id = str(order_id)
     if not isinstance(order_id, str) or not order_id.strip() or len(order_id) > 255:
         problems["order_id"] = "must be a non-empty string of at most 255 characters"
+    elif problem := orders.identifier_problem(order_id):
+        problems["order_id"] = problem
     user_id = event.get("user_id")
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
     if user_id is not None and (not isinstance(user_id, str) or len(user_id) > 255):
         problems["user_id"] = "must be a string of at most 255 characters"
+    elif isinstance(user_id, str) and (problem := orders.identifier_problem(user_id)):
+        problems["user_id"] = problem
     if event.get("items") is not None and not isinstance(event["items"], list):
         problems["items"] = "must be an array"
     currency: str | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -44,7 +45,8 @@ class Figure:
     def __enter__(self) -> Figure:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         line = f"FIGURE {self.name}: {', '.join(self.parts)}" + (" [FAILED]" if exc_type is not None else "")
         FIGURES.parent.mkdir(parents=True, exist_ok=True)
         with FIGURES.open("a") as out:  # one short append per line: safe from parallel workers
@@ -258,7 +260,7 @@ class PhaseHistory:
         """Every step that moved a payment back: an older Stripe state, or out of a final phase but by a refund."""
         found = []
         for name, history in self.seen.items():
-            for (old, old_created, _), (new, new_created, _) in zip(history, history[1:], strict=False):
+            for (old, old_created, _), (new, new_created, _) in itertools.pairwise(history):
                 left_final = Phase(old) in FINAL and RANK[Phase(new)] <= RANK[Phase(old)] and new != old
                 older = (new_created, RANK[Phase(new)]) < (old_created, RANK[Phase(old)])
                 if left_final or older:
@@ -305,13 +307,13 @@ class KafkaLog:
                 await self._task
         await self._consumer.stop()
 
-    def missing(self, expected: dict[str, set[str]]) -> list[str]:
-        """`expected` maps order id -> ce_types; each (order, ce_type) that has no message yet."""
-        have = {(m.key, m.headers.get("ce_type")) for m in self.messages}
-        return [f"{order}:{ce_type}" for order, types in expected.items() for ce_type in sorted(types)
-                if (order, ce_type) not in have]
+    def missing(self, expected: dict[str, Expected]) -> list[str]:
+        """`expected` maps order id -> (ce_type, status) pairs; each one without a message yet."""
+        have = {(m.key, m.headers.get("ce_type"), m.value.get("status")) for m in self.messages}
+        return [f"{order}:{ce_type}:{status}" for order, wanted in expected.items()
+                for ce_type, status in sorted(wanted) if (order, ce_type, status) not in have]
 
-    async def wait_complete(self, expected: dict[str, set[str]], timeout: float) -> float:
+    async def wait_complete(self, expected: dict[str, Expected], timeout: float) -> float:
         """Seconds until every expected message arrived; fails naming what is still missing."""
         started = time.monotonic()
         while missing := self.missing(expected):
@@ -320,17 +322,23 @@ class KafkaLog:
             await asyncio.sleep(0.1)
         return time.monotonic() - started
 
-    def ce_id_conflicts(self) -> list[str]:
-        """(order, ce_type) pairs whose messages carry more than one ce_id: a duplicate that is not one."""
-        ids: dict[tuple[str | None, str | None], set[str | None]] = collections.defaultdict(set)
+    def _milestones(self) -> dict[tuple[str, str | None, str | None, Any], set[str | None]]:
+        """The ce_ids seen for each message a payment's milestone implies (topic, order, type, status)."""
+        ids: dict[tuple[str, str | None, str | None, Any], set[str | None]] = collections.defaultdict(set)
         for m in self.messages:
-            ids[(m.key, m.headers.get("ce_type"))].add(m.headers.get("ce_id"))
-        return [f"{key}:{ce_type} {sorted(map(str, found))}" for (key, ce_type), found in ids.items()
-                if len(found) > 1]
+            ids[(m.topic, m.key, m.headers.get("ce_type"), m.value.get("status"))].add(m.headers.get("ce_id"))
+        return ids
+
+    def ce_id_conflicts(self) -> list[str]:
+        """Repeats of one milestone's message that carry another ce_id: a duplicate a consumer cannot spot."""
+        return [f"{topic} {key} {status}: {sorted(map(str, found))}"
+                for (topic, key, _, status), found in self._milestones().items() if len(found) > 1]
 
     def duplicates(self) -> int:
-        return len(self.messages) - len({(m.key, m.headers.get("ce_type")) for m in self.messages})
+        return len(self.messages) - len(self._milestones())
 
 
-SUCCEEDED_TYPES = {"io.kubepay.payment.initiated", "io.kubepay.payment.succeeded", "io.kubepay.order.status_updated"}
-INITIATED_TYPES = {"io.kubepay.payment.initiated"}
+Expected = frozenset[tuple[str, str]]  # (ce_type, status) of the messages a payment must have
+INITIATED: Expected = frozenset({("io.kubepay.payment.initiated", "initiated")})
+SUCCEEDED: Expected = INITIATED | {("io.kubepay.payment.succeeded", "succeeded"),
+                                   ("io.kubepay.order.status_updated", "COMPLETED")}

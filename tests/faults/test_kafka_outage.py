@@ -11,8 +11,8 @@ import pytest
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.faults.harness import (
-    INITIATED_TYPES,
-    SUCCEEDED_TYPES,
+    INITIATED,
+    SUCCEEDED,
     Faults,
     Figure,
     KafkaLog,
@@ -66,7 +66,7 @@ async def test_payments_succeeding_while_kafka_is_out_lose_no_message(
         kafka = KafkaLog(faults.broker, tenant.topics.all())
         await kafka.start()
         try:
-            expected = {**{name: SUCCEEDED_TYPES for name in paid}, **{name: INITIATED_TYPES for name in late}}
+            expected = {**{name: SUCCEEDED for name in paid}, **{name: INITIATED for name in late}}
             await kafka.wait_complete(expected, timeout=120)
             recovered = time.monotonic() - back
             await asyncio.sleep(2)  # let late duplicates (a publish retried after the outage) arrive too

@@ -12,8 +12,8 @@ import pytest
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.faults.harness import (
-    INITIATED_TYPES,
-    SUCCEEDED_TYPES,
+    INITIATED,
+    SUCCEEDED,
     Faults,
     Figure,
     KafkaLog,
@@ -67,7 +67,7 @@ async def test_kubernetes_api_outage_loses_nothing_and_nothing_goes_backwards(
         kafka = KafkaLog(faults.broker, tenant.topics.all())
         await kafka.start()
         try:
-            expected = {**dict.fromkeys(paid, SUCCEEDED_TYPES), **dict.fromkeys(late, INITIATED_TYPES)}
+            expected = {**dict.fromkeys(paid, SUCCEEDED), **dict.fromkeys(late, INITIATED)}
             await kafka.wait_complete(expected, timeout=60)
             converged = time.monotonic() - back
         finally:

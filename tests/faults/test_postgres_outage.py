@@ -11,7 +11,7 @@ import pytest
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.faults.harness import (
-    SUCCEEDED_TYPES,
+    SUCCEEDED,
     Faults,
     Figure,
     KafkaLog,
@@ -73,7 +73,7 @@ async def test_postgres_stopped_during_deliveries_means_503s_and_nothing_lost(
         kafka = KafkaLog(faults.broker, tenant.topics.all())
         await kafka.start()
         try:
-            await kafka.wait_complete(dict.fromkeys(names, SUCCEEDED_TYPES), timeout=60)
+            await kafka.wait_complete(dict.fromkeys(names, SUCCEEDED), timeout=60)
         finally:
             await kafka.stop()
         rows = await fetch(tenant.database_url, "SELECT count(*) AS n FROM payments WHERE status = 'succeeded'")

@@ -10,7 +10,7 @@ import pytest
 from kubepay.sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.faults.harness import (
-    SUCCEEDED_TYPES,
+    SUCCEEDED,
     Faults,
     Figure,
     KafkaLog,
@@ -64,7 +64,7 @@ async def test_receiver_killed_mid_burst_loses_nothing_after_redelivery(
         kafka = KafkaLog(faults.broker, tenant.topics.all())
         await kafka.start()
         try:
-            await kafka.wait_complete(dict.fromkeys(names, SUCCEEDED_TYPES), timeout=60)
+            await kafka.wait_complete(dict.fromkeys(names, SUCCEEDED), timeout=60)
         finally:
             await kafka.stop()
         fig.add(f"0 lost after redelivery: {len(ledger)} ledger rows, {len(wrong)} not processed as they should, "

@@ -12,8 +12,8 @@ from kubepay.sandbox.stack import Sandbox
 from kubepay.sandbox.tcp_proxy import TcpProxy
 from tests.conftest import Running
 from tests.faults.harness import (
-    INITIATED_TYPES,
-    SUCCEEDED_TYPES,
+    INITIATED,
+    SUCCEEDED,
     Faults,
     Figure,
     KafkaLog,
@@ -78,7 +78,7 @@ async def test_controller_restarted_during_an_outage_recovers_by_itself(
         kafka = KafkaLog(faults.broker, tenant.topics.all())
         await kafka.start()
         try:
-            expected = {**{name: SUCCEEDED_TYPES for name in before}, **{name: INITIATED_TYPES for name in during}}
+            expected = {**{name: SUCCEEDED for name in before}, **{name: INITIATED for name in during}}
             await kafka.wait_complete(expected, timeout=60)
             complete_after = time.monotonic() - back
         finally:

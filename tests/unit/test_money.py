@@ -29,3 +29,9 @@ def test_floats_are_refused() -> None:
                                                          (1234, "kwd", "1.234"), (5, "usd", "0.05")])
 def test_minor_units_render_as_the_go_service_did(minor: int, currency: str, text: str) -> None:
     assert to_decimal_string(minor, currency) == text
+
+
+@pytest.mark.parametrize("amount", ["1E+1000000", "9" * 5000, "100000000000000000", "-1e40"])
+def test_absurdly_large_amounts_are_refused_before_any_arithmetic(amount: str) -> None:
+    with pytest.raises(MoneyError, match="too large: more than 18 digits in USD's minor units"):
+        to_minor(amount, "usd")

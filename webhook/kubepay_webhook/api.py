@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
+import re
 import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +46,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 POLL_SECONDS = 0.2
 AMOUNT_FIELDS = ("amount", "amount_decimal")  # minor units (integer), or major units (decimal string)
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{0,255}")  # as Stripe's; it also goes into an annotation
 
 
 class ApiConfig:
@@ -98,15 +98,16 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> dict[st
     if optional and not raw.strip():
         return {}
     try:
-        body = json.loads(raw, parse_float=Decimal)  # exact decimals: 19.99 stays 19.99, never a float
-    except (ValueError, UnicodeDecodeError):
+        body = orders.loads(raw)
+    except ValueError:
         return invalid({"body": "must be a JSON object"})
     if not isinstance(body, dict):
         return invalid({"body": "must be a JSON object"})
     return body
 
 
-def _text(body: dict[str, Any], name: str, problems: dict[str, str], *, required: bool, limit: int) -> str | None:
+def _text(body: dict[str, Any], name: str, problems: dict[str, str], *, required: bool, limit: int,
+          identifier: bool = False) -> str | None:
     value = body.get(name)
     if value is None:
         if required:
@@ -119,6 +120,9 @@ def _text(body: dict[str, Any], name: str, problems: dict[str, str], *, required
         return None
     if len(value) > limit:
         problems[name] = f"must be at most {limit} characters"
+        return None
+    if identifier and (problem := orders.identifier_problem(value)):
+        problems[name] = problem
         return None
     return value
 
@@ -178,10 +182,10 @@ async def create_intent(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     problems: dict[str, str] = {}
-    order_id = _text(body, "order_id", problems, required=True, limit=255)
+    order_id = _text(body, "order_id", problems, required=True, limit=255, identifier=True)
     currency = _parse(lambda: orders.parse_currency(body.get("currency")), problems)
     amount = _parse(lambda: _amount(body, currency, problems), problems)
-    user_id = _text(body, "user_id", problems, required=False, limit=255)
+    user_id = _text(body, "user_id", problems, required=False, limit=255, identifier=True)
     description = _text(body, "description", problems, required=False, limit=1000)
     metadata = _metadata(body, problems)
     if problems or order_id is None or amount is None or currency is None:
@@ -281,6 +285,8 @@ async def list_payments(request: web.Request) -> web.Response:
     order_id = request.query.get("order_id", "")
     if not order_id:
         return invalid({"order_id": "is required (GET /payments?order_id=...)"})
+    if problem := orders.identifier_problem(order_id):
+        return invalid({"order_id": problem})
     rows = await request.app[STORE].find_by_order(order_id)
     return web.json_response({"payments": [payment_json(row) for row in rows]})
 
@@ -315,9 +321,11 @@ async def create_refund(request: web.Request) -> web.Response:
     reason = body.get("reason")
     if reason is not None and reason not in REFUND_REASONS:
         problems["reason"] = f"must be one of {', '.join(REFUND_REASONS)}"
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        problems["Idempotency-Key"] = "must be at most 255 printable ASCII characters"
     if problems:
         return invalid(problems)
-    key = request.headers.get("Idempotency-Key", "").strip()
     suffix = hashlib.sha256(key.encode()).hexdigest()[:10] if key else secrets.token_hex(5)
     spec: dict[str, Any] = {"paymentIntentName": row.resource_name}
     if amount is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 REQUIRED_VERB = "create"  # every route needs this on paymentintents in the API's namespace
 CACHE_SECONDS = 30.0
 CACHE_SIZE = 1024
+TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,11 @@ class Authenticator(Protocol):
 
 
 def bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`; None without one, or for one that is not printable ASCII
+    (tokens never are; such bytes arrive undecodable)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and TOKEN.fullmatch(token) else None
 
 
 class SharedToken:
