@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Test workers: each one runs its own sandbox (PostgreSQL, Kafka, Stripe fake, Kubernetes emulator).
 WORKERS ?= 2
 
-.PHONY: venv lint test test-fast demo sandbox clean bench
+.PHONY: venv lint test test-fast test-faults demo sandbox clean bench
 .PHONY: tools chart-crds chart-test kind-up image kind-load deploy-deps deploy e2e-kind undeploy kind-down
 
 $(STAMP): pyproject.toml
@@ -27,6 +27,9 @@ test: lint
 
 test-fast: venv
 	$(BIN)/pytest -q tests/unit
+
+test-faults: venv  ## crashes, outages and hostile input (tests/faults, minutes); not part of `make test`
+	$(BIN)/pytest -n $(WORKERS) --durations=0 -q tests/faults
 
 demo: venv
 	$(BIN)/kubepay demo

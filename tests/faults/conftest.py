@@ -5,21 +5,25 @@ Run it with `make test-faults` (or `pytest tests/faults`); `make test` leaves it
 
 from __future__ import annotations
 
+import re
+import shutil
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 from kubepay.sandbox.stack import Sandbox, Tenant
-from tests.faults.harness import FIGURES, Faults
+from tests.faults.harness import FIGURES, LOGS, Faults
 from tests.helpers import Kube
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not hasattr(session.config, "workerinput"):  # the controlling process, not an xdist worker
         FIGURES.unlink(missing_ok=True)
+        shutil.rmtree(LOGS, ignore_errors=True)
 
 
+@pytest.hookimpl(trylast=True)  # after the durations: the figures end the run's output
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FIGURES.exists():
         terminalreporter.section("fault suite figures")
@@ -28,7 +32,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest_asyncio.fixture()
-async def faults(sandbox: Sandbox) -> AsyncIterator[Faults]:
+async def faults(sandbox: Sandbox, request: pytest.FixtureRequest) -> AsyncIterator[Faults]:
+    """Also keeps the processes' logs of the last run in .cache/faults/logs/<test>/."""
     tenant = await sandbox.tenant()
     try:
         async with Faults.around(sandbox, tenant) as proxied:
@@ -36,6 +41,12 @@ async def faults(sandbox: Sandbox) -> AsyncIterator[Faults]:
                 yield proxied
             finally:
                 await tenant.stop_processes()
+                kept = LOGS / re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+                shutil.rmtree(kept, ignore_errors=True)
+                kept.mkdir(parents=True)
+                for process in tenant.processes:
+                    if process.log_path.exists():
+                        shutil.copy(process.log_path, kept / process.log_path.name)
     finally:
         await sandbox.release(tenant)
 

@@ -24,11 +24,13 @@ from kubernetes_asyncio import watch as k8s_watch
 from kubepay.phases import FINAL, RANK, Phase
 from kubepay.sandbox.child import free_port
 from kubepay.sandbox.kafka import ConsumedMessage, KafkaBroker
+from kubepay.sandbox.processes import KubepayProcess
 from kubepay.sandbox.stack import REPO, Sandbox, Tenant
 from kubepay.sandbox.tcp_proxy import TcpProxy
 from tests.helpers import GROUP, PLURAL, VERSION, Kube, sign, wait_for
 
 FIGURES = REPO / ".cache" / "faults" / "figures.txt"
+LOGS = REPO / ".cache" / "faults" / "logs"
 
 
 class Figure:
@@ -47,7 +49,9 @@ class Figure:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        line = f"FIGURE {self.name}: {', '.join(self.parts)}" + (" [FAILED]" if exc_type is not None else "")
+        line = f"FIGURE {self.name}: {', '.join(self.parts)}"
+        if exc is not None:
+            line += f" [FAILED: {' '.join(str(exc).split())[:300]}]"
         FIGURES.parent.mkdir(parents=True, exist_ok=True)
         with FIGURES.open("a") as out:  # one short append per line: safe from parallel workers
             out.write(line + "\n")
@@ -149,6 +153,12 @@ class Sender:
             assert time.monotonic() < deadline, f"an event was not accepted within {self.give_up_after}s"
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
+
+
+def handler_crashes(operator: KubepayProcess) -> list[str]:
+    """Controller log lines of kopf handlers or daemons that died of an unexpected exception: those are retried
+    only after kopf's 60 s, so every outage must surface as an error kubepay expects and retries itself."""
+    return [line[:500] for line in operator.logs().splitlines() if "failed with an exception" in line]
 
 
 def event_body(event: dict[str, Any]) -> bytes:

@@ -21,7 +21,7 @@ from kubepay.orders import resource_name
 from kubepay.sandbox.processes import KubepayProcess
 from kubepay.sandbox.stack import Sandbox, Tenant
 from tests.conftest import Running
-from tests.faults.harness import Faults, Figure, intent_id, pay, phase, wait_all
+from tests.faults.harness import Faults, Figure, handler_crashes, intent_id, pay, phase, wait_all
 from tests.helpers import Kube, deliver, sign, stripe_event, wait_for
 
 pytestmark = [pytest.mark.needs_emulator, pytest.mark.needs_fake_stripe]
@@ -486,6 +486,9 @@ async def test_bad_input_gets_its_exact_answer_and_no_process_falls_over_or_grow
         assert all(alive.values()), alive
         for name in bases:
             assert after[name] - warm[name] <= RSS_GROWTH_MIB, f"{name} grew {after[name] - warm[name]:.1f} MiB"
+        crashes = handler_crashes(running.operator)
+        fig.add(f"{len(crashes)} controller handler crashes")
+        assert crashes == []
 
 
 async def _row_exists(tenant: Tenant, payment: str) -> bool:

@@ -19,6 +19,7 @@ from tests.faults.harness import (
     Sender,
     create_payments,
     event_body,
+    handler_crashes,
     intent_id,
     pay,
     phase,
@@ -80,3 +81,6 @@ async def test_payments_succeeding_while_kafka_is_out_lose_no_message(
                 f"{sum(rows.get(name) == 'succeeded' for name in paid)}/{len(paid)} rows succeeded")
         assert conflicts == []
         assert [name for name in paid if rows.get(name) != "succeeded"] == []
+        crashes = handler_crashes(running.operator)
+        fig.add(f"{len(crashes)} controller handler crashes")
+        assert crashes == []

@@ -21,6 +21,7 @@ from tests.faults.harness import (
     Sender,
     create_payments,
     event_body,
+    handler_crashes,
     intent_id,
     pay,
     phase,
@@ -84,3 +85,6 @@ async def test_kubernetes_api_outage_loses_nothing_and_nothing_goes_backwards(
         assert backwards == []
         assert kafka.ce_id_conflicts() == []
         assert set(sender.answers) <= {"200", "503"}, sender.answers
+        crashes = handler_crashes(running.operator)
+        fig.add(f"{len(crashes)} controller handler crashes")
+        assert crashes == []

@@ -18,6 +18,7 @@ from tests.faults.harness import (
     Sender,
     create_payments,
     event_body,
+    handler_crashes,
     intent_id,
     pay,
     phase,
@@ -82,4 +83,6 @@ async def test_postgres_stopped_during_deliveries_means_503s_and_nothing_lost(
         assert wrong == [], {event_id: ledger.get(event_id) for event_id in wrong}
         assert rows[0]["n"] == PAYMENTS
         assert kafka.ce_id_conflicts() == []
-
+        crashes = handler_crashes(running.operator)
+        fig.add(f"{len(crashes)} controller handler crashes")
+        assert crashes == []

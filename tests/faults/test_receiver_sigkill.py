@@ -17,6 +17,7 @@ from tests.faults.harness import (
     Sender,
     create_payments,
     event_body,
+    handler_crashes,
     intent_id,
     pay,
     phase,
@@ -72,3 +73,6 @@ async def test_receiver_killed_mid_burst_loses_nothing_after_redelivery(
         assert len(ledger) == len(events)
         assert wrong == [], {event_id: ledger.get(event_id) for event_id in wrong}
         assert kafka.ce_id_conflicts() == []
+        crashes = handler_crashes(running.operator)
+        fig.add(f"{len(crashes)} controller handler crashes")
+        assert crashes == []

@@ -20,6 +20,7 @@ from tests.faults.harness import (
     Sender,
     create_payments,
     event_body,
+    handler_crashes,
     intent_id,
     pay,
     phase,
@@ -45,9 +46,11 @@ async def test_controller_restarted_during_an_outage_recovers_by_itself(
                                  "the first payments to be initiated")
         intents = await pay(sandbox.stripe_client(), [str(intent_id(o)) for o in created.values()])
 
-        await operator.stop()
         await proxy.refuse()
         proxy.reset()
+        stopping = time.monotonic()
+        exit_code = await operator.stop()  # SIGTERM, as for a pod deleted during the outage
+        fig.add(f"stopped in {time.monotonic() - stopping:.1f} s (exit code {exit_code})")
         log_offset = len(operator.logs())
         await operator.launch()
         during = await create_payments(kube, ns, 5, "during")
@@ -92,3 +95,6 @@ async def test_controller_restarted_during_an_outage_recovers_by_itself(
                 f"webhook answers {dict(sorted(sender.answers.items()))}")
         assert missing_rows == [], rows
         assert kafka.ce_id_conflicts() == []
+        crashes = handler_crashes(running.operator)
+        fig.add(f"{len(crashes)} controller handler crashes")
+        assert crashes == []

@@ -20,6 +20,7 @@ from tests.faults.harness import (
     Sender,
     create_payments,
     event_body,
+    handler_crashes,
     intent_id,
     pay,
     phase,
@@ -103,3 +104,6 @@ async def test_duplicated_shuffled_deliveries_never_move_a_payment_backwards(
         assert kafka.ce_id_conflicts() == []
         assert len(ledger) == len(events) and all(row["processed"] for row in ledger)
         assert wrong == []
+        crashes = handler_crashes(running.operator)
+        fig.add(f"{len(crashes)} controller handler crashes")
+        assert crashes == []
