@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -52,12 +53,44 @@ class QuietSuccesses(logging.Filter):
         return not (record.levelno == logging.INFO and record.getMessage() == "Handler 'wake' succeeded.")
 
 
+class Throttle(logging.Filter):
+    """Client libraries that retry on their own log every try: aiokafka about 30 lines a second while Kafka
+    refuses connections. Lets one line per logger and message (digits aside) through every `seconds`; the
+    next one that passes says how many were dropped meanwhile."""
+
+    MAX_KEYS = 1000
+
+    def __init__(self, prefixes: tuple[str, ...], seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._prefixes, self._seconds, self._clock = prefixes, seconds, clock
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (when one last passed, dropped since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefixes):
+            return True
+        key = record.name + ":" + re.sub(r"[0-9]+", "#", str(record.msg))
+        now = self._clock()
+        passed, dropped = self._seen.get(key, (now - self._seconds, 0))
+        if now - passed < self._seconds:
+            self._seen[key] = (passed, dropped + 1)
+            return False
+        if len(self._seen) >= self.MAX_KEYS:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if dropped:
+            record.msg = f"{record.getMessage()} ({dropped} more like this in the last {now - passed:.0f}s)"
+            record.args = None
+        return True
+
+
 def setup(level: str = "INFO") -> None:
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=level == "DEBUG")
     root = logging.getLogger()
     root.setLevel(level)
     for handler in root.handlers:
         handler.addFilter(Redactor())
+        handler.addFilter(Throttle(("aiokafka", "asyncpg")))
     logging.getLogger("kopf.objects").addFilter(QuietSuccesses())
     for noisy in ("aiokafka", "kubernetes_asyncio", "stripe"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
