@@ -237,11 +237,11 @@ def receiver_cases(secret: str, applied: dict[str, Any]) -> list[Case]:
 
 
 def api_cases(token: str, existing_order: str, existing_payment: str) -> list[Case]:
-    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    auth: dict[str, str | bytes] = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     order = {"order_id": "bad-input-1", "amount": 1999, "currency": "USD"}
 
     def post(name: str, body: dict[str, Any] | bytes, status: int, answer: dict[str, Any] | None,
-             path: str = "/payments/intent", headers: dict[str, str] | None = None, **options: Any) -> Case:
+             path: str = "/payments/intent", headers: dict[str, str | bytes] | None = None, **options: Any) -> Case:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         return Case(name, "POST", path, raw, auth if headers is None else headers, status, answer, **options)
 
@@ -331,6 +331,12 @@ def api_cases(token: str, existing_order: str, existing_payment: str) -> list[Ca
              {"error": "invalid request",
               "fields": {"reason": "must be one of duplicate, fraudulent, requested_by_customer"}},
              path=f"/payments/{existing_payment}/refunds"),
+        post("api: an Idempotency-Key that is not ASCII", {}, 422, {"error": "invalid request", "fields": {
+            "Idempotency-Key": "must be at most 255 printable ASCII characters"}},
+             path=f"/payments/{existing_payment}/refunds", headers={**auth, "Idempotency-Key": b"rma-\xe9"}),
+        post("api: an Idempotency-Key of 300 characters", {}, 422, {"error": "invalid request", "fields": {
+            "Idempotency-Key": "must be at most 255 printable ASCII characters"}},
+             path=f"/payments/{existing_payment}/refunds", headers={**auth, "Idempotency-Key": "k" * 300}),
         post("api: a refund amount as a string", {"amount": "5.00"}, 422,
              {"error": "invalid request", "fields": {"amount": minor}}, path=f"/payments/{existing_payment}/refunds"),
         Case("api: an unknown route", "GET", "/payments/a/b/c", b"", auth, 404, {"error": "Not Found"}),

@@ -59,7 +59,6 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._connections: set[_Connection] = set()
-        self.mode = "pass"
 
     @property
     def port(self) -> int:
@@ -105,7 +104,6 @@ class TcpProxy:
         if self._reserved is not None:
             sock, self._reserved = self._reserved, None
             await self._listen(sock)
-        self.mode = "pass"
         self._flowing.set()
 
     async def refuse(self) -> None:
@@ -117,12 +115,10 @@ class TcpProxy:
             reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             reserved.bind((HOST, self._port))
             self._reserved = reserved
-        self.mode = "refuse"
         self._flowing.set()
 
     def stall(self) -> None:
         """Accept, but forward nothing either way until ``pass_through()``."""
-        self.mode = "stall"
         self._flowing.clear()
 
     def reset(self) -> None:
