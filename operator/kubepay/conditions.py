@@ -1,4 +1,4 @@
-"""Kubernetes-style conditions (Ready, Synced) kept as a list keyed by type."""
+"""Kubernetes-style conditions (Ready, Synced, Failed) kept as a list keyed by type."""
 
 from __future__ import annotations
 
@@ -46,3 +46,21 @@ def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[s
         if condition.get("type") == type_:
             return condition
     return None
+
+
+def observed(conditions: list[dict[str, Any]] | None, generation: int | None) -> dict[str, Any]:
+    """Status fields saying the controller acted on `generation`: every condition is stamped with it.
+
+    `kubectl wait --for=condition=...` ignores a condition whose observedGeneration is behind
+    metadata.generation, so a condition left at an old generation would make it wait forever.
+    """
+    stamped = [{**c, "observedGeneration": generation} if generation is not None else dict(c)
+               for c in conditions or []]
+    return {"observedGeneration": generation, "conditions": stamped}
+
+
+def outcome_conditions(conditions: list[dict[str, Any]] | None, ready: bool, failed: bool, reason: str,
+                       message: str, generation: int | None) -> list[dict[str, Any]]:
+    """Ready (it succeeded) and Failed (it can no longer succeed), from what Stripe reports."""
+    conditions = set_condition(conditions, "Ready", ready, reason, message, generation)
+    return set_condition(conditions, "Failed", failed, reason, message, generation)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any
 
@@ -29,11 +30,28 @@ class NotFound(Exception):
     """The object does not exist (any more)."""
 
 
+class Invalid(Exception):
+    """The API server refused the object (HTTP 422): repeating the same write cannot succeed.
+
+    The text is the API server's own message, e.g. `Secret "x" is invalid: metadata.labels: Invalid value: ...`.
+    """
+
+
+def _server_message(exc: ApiException) -> str:
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason)
+
+
 def _translate(exc: ApiException) -> Exception:
     if exc.status == 409:
         return Conflict(str(exc.reason))
     if exc.status == 404:
         return NotFound(str(exc.reason))
+    if exc.status == 422:
+        return Invalid(_server_message(exc))
     if exc.status is None or exc.status >= 500 or exc.status == 429:
         return KubeUnavailable(f"Kubernetes API answered {exc.status}")
     return exc
@@ -49,7 +67,7 @@ async def load_config() -> client.ApiClient:
 
 
 class KubeClient:
-    """The few typed calls kubepay makes; every failure is mapped to Conflict, NotFound or KubeUnavailable."""
+    """The few typed calls kubepay makes; failures map to Conflict, NotFound, Invalid or KubeUnavailable."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
@@ -114,7 +132,8 @@ class KubeClient:
         await self._call(self._custom.get_api_resources(GROUP, VERSION))
 
     async def apply_secret(
-        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any], labels: dict[str, str]
+        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any], labels: dict[str, str],
+        annotations: dict[str, str],
     ) -> None:
         """Create the Secret, or leave an existing one in place (it already holds the same value)."""
         secret = client.V1Secret(
@@ -122,6 +141,7 @@ class KubeClient:
                 name=name,
                 namespace=namespace,
                 labels=labels,
+                annotations=annotations,
                 owner_references=[
                     client.V1OwnerReference(
                         api_version=owner["apiVersion"],

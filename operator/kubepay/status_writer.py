@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubepay.conditions import now_iso, set_condition
+from kubepay.conditions import now_iso, observed, outcome_conditions, set_condition
 from kubepay.kube_client import PAYMENT_INTENTS, Conflict, KubeClient
 from kubepay.phases import Observation, Phase, supersedes
 
@@ -42,25 +42,28 @@ async def write_status(kube: KubeClient, plural: str, namespace: str, name: str,
 
 
 async def write_not_synced(kube: KubeClient, plural: str, body: dict[str, Any], reason: str, message: str,
-                           extra: dict[str, Any] | None = None, ready_reason: str | None = None) -> None:
+                           extra: dict[str, Any] | None = None, failed: bool = False) -> None:
     """Synced=False and Ready=False with the reason, plus `extra` status fields (a refusal, a failure).
 
-    No precondition: only the controller writes these, before Stripe holds anything to report.
+    `failed`: the object can no longer succeed, so Failed=True too (what `kubectl wait --for=condition=Failed`
+    waits for). No precondition: only the controller writes these, before Stripe holds anything to report.
     """
     meta = body["metadata"]
     generation = meta.get("generation")
     conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, reason, message,
                                generation)
-    conditions = set_condition(conditions, "Ready", False, ready_reason or reason, message, generation)
+    conditions = set_condition(conditions, "Ready", False, "Failed" if failed else reason, message, generation)
+    if failed:
+        conditions = set_condition(conditions, "Failed", True, reason, message, generation)
     await kube.patch_status(plural, meta["namespace"], meta["name"],
-                            {**(extra or {}), "observedGeneration": generation, "conditions": conditions}, None)
+                            {**(extra or {}), **observed(conditions, generation)}, None)
 
 
 def ready_condition(status: dict[str, Any], phase: Phase, generation: int | None) -> list[dict[str, Any]]:
-    ready = phase in (Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED, Phase.REFUNDED)
-    message = f"Stripe reports {status.get('stripe', {}).get('status', 'unknown')}"
-    conditions: list[dict[str, Any]] = status.get("conditions") or []
-    return set_condition(conditions, "Ready", ready, phase.value, message, generation)
+    """A declined payment (phase Failed) may still be paid with another card: only a canceled one has failed."""
+    message = f"Stripe reports {status.get('stripe', {}).get('status', 'unknown')}."
+    return outcome_conditions(status.get("conditions"), phase in (Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED,
+                              Phase.REFUNDED), phase is Phase.CANCELED, phase.value, message, generation)
 
 
 def observation_status(current: dict[str, Any], obs: Observation, generation: int | None) -> dict[str, Any]:
