@@ -58,9 +58,3 @@ def observed(conditions: list[dict[str, Any]] | None, generation: int | None) ->
                for c in conditions or []]
     return {"observedGeneration": generation, "conditions": stamped}
 
-
-def outcome_conditions(conditions: list[dict[str, Any]] | None, ready: bool, failed: bool, reason: str,
-                       message: str, generation: int | None) -> list[dict[str, Any]]:
-    """Ready (it succeeded) and Failed (it can no longer succeed), from what Stripe reports."""
-    conditions = set_condition(conditions, "Ready", ready, reason, message, generation)
-    return set_condition(conditions, "Failed", failed, reason, message, generation)

@@ -190,7 +190,7 @@ def _announce_transition(body: kopf.Body, snapshot: dict[str, Any], last_phase: 
     metrics.TRANSITIONS.labels(phase).inc()
     failure = status.get("failure") or {}
     stripe_status = (status.get("stripe") or {}).get("status")
-    message = f"The phase changed from {last_phase or 'none'} to {phase}"
+    message = f"The phase changed from {last_phase} to {phase}" if last_phase else f"The phase is {phase}"
     message += f" (Stripe: {stripe_status})." if stripe_status else "."
     if failure.get("message"):
         message = f"{message} {k8s_events.sentence(failure['message'])}"

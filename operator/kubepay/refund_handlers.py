@@ -123,7 +123,8 @@ async def mirror_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: A
             if phase and phase != state["phase"]:
                 await _refresh_parent(rt, parent)
                 k8s_events.post(body, phase == RefundPhase.FAILED.value, f"Refund{phase}",
-                                f"The refund's phase changed from {state['phase'] or 'none'} to {phase}")
+                                f"The refund's phase changed from {state['phase']} to {phase}" if state["phase"]
+                                else f"The refund's phase is {phase}")
                 state["phase"] = phase
             state["published"] = await downstream.sync_refund(snapshot, parent, rt.store, rt.publisher, rt.kube,
                                                               rt.settings, state["published"])

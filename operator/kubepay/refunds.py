@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from kubepay.conditions import now_iso, outcome_conditions
+from kubepay.conditions import now_iso, set_condition
 from kubepay.money import MoneyError, check_amount
 from kubepay.phases import Phase
 
@@ -128,8 +128,10 @@ def refund_status_patch(body: dict[str, Any], obs: RefundObservation) -> dict[st
     if obs.event_id:
         block["lastEventId"] = obs.event_id
     failure = {"code": "refund_failed", "message": obs.failure_reason} if obs.failure_reason else None
-    conditions = outcome_conditions(current.get("conditions"), obs.phase is RefundPhase.SUCCEEDED,
-                                    obs.phase in (RefundPhase.FAILED, RefundPhase.CANCELED), obs.phase.value,
-                                    f"Stripe reports {obs.stripe_status}.", generation)
+    message = f"Stripe reports {obs.stripe_status}."
+    conditions = set_condition(current.get("conditions"), "Ready", obs.phase is RefundPhase.SUCCEEDED,
+                               obs.phase.value, message, generation)
+    conditions = set_condition(conditions, "Failed", obs.phase in (RefundPhase.FAILED, RefundPhase.CANCELED),
+                               obs.phase.value, message, generation)
     return {"phase": obs.phase.value, "stripe": block, "amount": obs.amount, "currency": obs.currency,
             "failure": failure, "conditions": conditions}

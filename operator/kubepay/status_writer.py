@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubepay.conditions import now_iso, observed, outcome_conditions, set_condition
+from kubepay.conditions import now_iso, observed, set_condition
 from kubepay.kube_client import PAYMENT_INTENTS, Conflict, KubeClient
 from kubepay.phases import Observation, Phase, supersedes
 
@@ -60,10 +60,20 @@ async def write_not_synced(kube: KubeClient, plural: str, body: dict[str, Any], 
 
 
 def ready_condition(status: dict[str, Any], phase: Phase, generation: int | None) -> list[dict[str, Any]]:
-    """A declined payment (phase Failed) may still be paid with another card: only a canceled one has failed."""
+    """Ready (it succeeded) and Failed (it can no longer succeed), from what Stripe reports.
+
+    A declined payment (phase Failed) may still be paid with another card: only a canceled one has failed.
+    """
     message = f"Stripe reports {status.get('stripe', {}).get('status', 'unknown')}."
-    return outcome_conditions(status.get("conditions"), phase in (Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED,
-                              Phase.REFUNDED), phase is Phase.CANCELED, phase.value, message, generation)
+    ready = phase in (Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED, Phase.REFUNDED)
+    conditions = set_condition(status.get("conditions"), "Ready", ready, phase.value, message, generation)
+    if phase is Phase.CANCELED:
+        return set_condition(conditions, "Failed", True, "Canceled", "The payment was canceled in Stripe.",
+                             generation)
+    if phase is Phase.FAILED:
+        return set_condition(conditions, "Failed", False, "Retryable",
+                             "The last attempt failed; the customer may pay again.", generation)
+    return set_condition(conditions, "Failed", False, phase.value, message, generation)
 
 
 def observation_status(current: dict[str, Any], obs: Observation, generation: int | None) -> dict[str, Any]:
@@ -89,6 +99,8 @@ def observation_status(current: dict[str, Any], obs: Observation, generation: in
     }
     if obs.amount_refunded is not None:
         patch["amountRefunded"] = obs.amount_refunded
+    elif current.get("amountRefunded") is None:
+        patch["amountRefunded"] = 0  # nothing known to be refunded yet: `kubectl get pi -o wide` shows 0
     if obs.amount_capturable is not None:
         patch["amountCapturable"] = obs.amount_capturable
     merged = {**current, **patch, "stripe": {**(current.get("stripe") or {}), **stripe_block}}
