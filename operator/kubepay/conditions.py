@@ -6,6 +6,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 
+def sentence(text: str) -> str:
+    """Condition and event messages read as sentences: capitalized, ending with a full stop (error texts from
+    Stripe or Kubernetes may lack both)."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

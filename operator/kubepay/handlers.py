@@ -11,6 +11,7 @@ import kopf
 import prometheus_client
 
 from kubepay import backfill, downstream, identity, k8s_events, metrics, orders_consumer, refused_writes
+from kubepay.conditions import sentence
 from kubepay.config import Settings
 from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
 from kubepay.intents import (
@@ -108,14 +109,14 @@ async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.
     try:
         intent = await (adopt_intent(rt, raw, adopt) if adopt else create_intent(rt, raw))
     except AdoptionRefused as exc:
-        await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "AdoptionRefused", k8s_events.sentence(str(exc)))
+        await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "AdoptionRefused", str(exc))
         k8s_events.warn(body, "AdoptionRefused", str(exc))
         raise kopf.PermanentError(str(exc)) from None
     except StripeRejected as exc:
         message = f"Stripe refused the PaymentIntent: {exc}"
         if not adopt:
             await _fail_for_good(rt, body, "StripeRejected", message, exc.failure())
-        await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "StripeRejected", k8s_events.sentence(message))
+        await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "StripeRejected", message)
         k8s_events.warn(body, "StripeRejected", message)
         raise kopf.PermanentError(message) from None
     except RETRYABLE as exc:
@@ -130,7 +131,7 @@ async def _fail_for_good(rt: Runtime, body: kopf.Body, reason: str, message: str
                               failure: dict[str, str]) -> NoReturn:
     """The payment can never be made from this spec: phase Failed, Failed=True, a Warning; no retries."""
     raw = dict(body)
-    await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, reason, k8s_events.sentence(message), failed=True,
+    await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, reason, message, failed=True,
                            extra={"phase": Phase.FAILED.value, "failure": failure,
                                   "paymentId": str(identity.payment_id(raw["metadata"]["uid"]))})
     k8s_events.warn(body, reason, message)
@@ -193,7 +194,7 @@ def _announce_transition(body: kopf.Body, snapshot: dict[str, Any], last_phase: 
     message = f"The phase changed from {last_phase} to {phase}" if last_phase else f"The phase is {phase}"
     message += f" (Stripe: {stripe_status})." if stripe_status else "."
     if failure.get("message"):
-        message = f"{message} {k8s_events.sentence(failure['message'])}"
+        message = f"{message} {sentence(failure['message'])}"
     k8s_events.post(body, phase == Phase.FAILED.value, phase, message)
     return str(phase)
 
@@ -207,7 +208,7 @@ async def _follow_spec(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any]) -
     except StripeRejected as exc:
         message = f"Stripe refused the change: {exc}"
         k8s_events.warn(body, "StripeRejected", message)
-        await write_not_synced(rt.kube, PAYMENT_INTENTS, snapshot, "StripeRejected", k8s_events.sentence(message))
+        await write_not_synced(rt.kube, PAYMENT_INTENTS, snapshot, "StripeRejected", message)
         return
     if done:
         k8s_events.info(body, "SpecApplied", done)

@@ -8,6 +8,8 @@ from typing import Any
 
 import kopf
 
+from kubepay.conditions import sentence
+
 REPORTING_COMPONENT = "kubepay-controller"
 
 
@@ -16,15 +18,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = REPORTING_COMPONENT
     settings.posting.reporting_instance = socket.gethostname()[:128]
-
-
-def sentence(text: str) -> str:
-    """Capitalized, ending with a full stop (error texts from Stripe or Kubernetes may lack both)."""
-    text = text.strip()
-    if not text:
-        return text
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def info(body: Any, reason: str, message: str) -> None:

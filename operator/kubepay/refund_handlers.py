@@ -97,7 +97,7 @@ async def _refuse(rt: Runtime, body: dict[str, Any], reason: str, code: str, mes
     extra: dict[str, Any] = {"phase": RefundPhase.FAILED.value, "failure": {"code": code, "message": message}}
     if amount is not None:
         extra["amount"] = amount
-    await write_not_synced(rt.kube, PAYMENT_REFUNDS, body, reason, k8s_events.sentence(message), extra, failed=True)
+    await write_not_synced(rt.kube, PAYMENT_REFUNDS, body, reason, message, extra, failed=True)
     k8s_events.warn(body, reason, message)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from kubepay import k8s_events
-from kubepay.conditions import set_condition
+from kubepay.conditions import sentence, set_condition
 from kubepay.kube_client import Invalid, KubeClient
 from kubepay.status_writer import write_status
 
@@ -25,7 +25,7 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 def message_of(exc: Invalid) -> str:
-    return k8s_events.sentence(f"The Kubernetes API server refused a write: {exc}")
+    return sentence(f"The Kubernetes API server refused a write: {exc}")
 
 
 async def report(kube: KubeClient, plural: str, body: Mapping[str, Any], exc: Invalid) -> None:

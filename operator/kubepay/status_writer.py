@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubepay.conditions import now_iso, observed, set_condition
+from kubepay.conditions import now_iso, observed, sentence, set_condition
 from kubepay.kube_client import PAYMENT_INTENTS, Conflict, KubeClient
 from kubepay.phases import Observation, Phase, supersedes
 
@@ -50,6 +50,7 @@ async def write_not_synced(kube: KubeClient, plural: str, body: dict[str, Any], 
     """
     meta = body["metadata"]
     generation = meta.get("generation")
+    message = sentence(message)
     conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, reason, message,
                                generation)
     conditions = set_condition(conditions, "Ready", False, "Failed" if failed else reason, message, generation)

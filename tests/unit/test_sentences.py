@@ -1,6 +1,6 @@
 import pytest
 
-from kubepay.k8s_events import sentence
+from kubepay.conditions import sentence
 
 
 @pytest.mark.parametrize(("text", "expected"), [
