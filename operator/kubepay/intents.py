@@ -8,6 +8,7 @@ from typing import Any
 
 from kubepay import identity, labels
 from kubepay.conditions import observed, set_condition
+from kubepay.kube_client import PAYMENT_INTENTS
 from kubepay.money import MoneyError, check_amount, currency_code
 from kubepay.phases import Phase, observe_intent
 from kubepay.runtime import Runtime
@@ -142,6 +143,10 @@ async def reconcile_spec(rt: Runtime, body: dict[str, Any]) -> str | None:
     intent_id = (status.get("stripe") or {}).get("paymentIntentId")
     generation = int(meta.get("generation") or 1)
     if not intent_id:
+        if status.get("phase") == Phase.FAILED.value and status.get("observedGeneration") != generation:
+            # Refused for good before Stripe, and a spec change does not retry: still Failed at this generation.
+            await rt.kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"],
+                                       observed(status.get("conditions"), generation), None)
         return None
     done: str | None = None
     problems = spec_problems(spec)

@@ -232,6 +232,11 @@ async def test_kubectl_shows_refusals_and_waits_for_failure(
     assert (row["READY"], row["SYNCED"], row["STRIPE ID"], row["STRIPE AMOUNT"]) == ("False", "False", "", ""), row
     assert row["MESSAGE"].startswith("Stripe would refuse the spec, so it was not sent: spec.amount: must be a "
                                      "multiple of 100 for ISK"), row
+    # A later spec change does not retry it: still Failed at the new generation, so the wait still returns.
+    (await kubectl("patch", "pi", "order-krona", "--type", "merge", "-p", '{"spec":{"description":"later"}}')).ok()
+    await kube.wait_pi(running.namespace, "order-krona", lambda o: o["status"].get("observedGeneration") == 2,
+                       what="generation 2")
+    (await kubectl("wait", "pi/order-krona", "--for=condition=Failed", "--timeout=15s", timeout=30.0)).ok()
 
     # A refund kubepay refuses still shows the amount asked for.
     await pay(sandbox.stripe_client(), kube, running, "order-paid", {"orderId": "1113", "amount": 1200,
