@@ -129,10 +129,14 @@ async def sync_refund(
     settings: Settings,
     known_published: Sequence[str] = (),
 ) -> list[str]:
-    """Mirror a PaymentRefund: its refunds row, and payments.refunded once it succeeded. Returns published."""
+    """Mirror a PaymentRefund that Stripe holds: its refunds row, and payments.refunded once it succeeded.
+
+    A refund refused before reaching Stripe has no row (its status still shows the amount asked for).
+    Returns published.
+    """
     status = body.get("status") or {}
     published = _published(body, known_published)
-    if not status.get("phase") or not status.get("amount"):
+    if not status.get("phase") or not (status.get("stripe") or {}).get("refundId"):
         return published
     meta = body["metadata"]
     phase = refunds.RefundPhase(status["phase"])

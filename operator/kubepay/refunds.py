@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from kubepay.conditions import now_iso, set_condition
+from kubepay.money import MoneyError, check_amount
 from kubepay.phases import Phase
 
 PAYMENT_REFUNDS = "paymentrefunds"
@@ -60,6 +61,11 @@ def refund_amount(spec: dict[str, Any], payment: dict[str, Any] | None) -> int:
             "exceeds_refundable_amount",
             f"refund of {amount} exceeds the {left} still refundable on PaymentIntent {spec['paymentIntentName']!r}",
         )
+    assert payment is not None  # refundable() refused a missing payment
+    try:
+        check_amount(amount, payment["spec"]["currency"])
+    except MoneyError as exc:
+        raise RefundRefused("invalid_amount", f"spec.amount {amount} {exc}") from None
     return amount
 
 
@@ -122,7 +128,10 @@ def refund_status_patch(body: dict[str, Any], obs: RefundObservation) -> dict[st
     if obs.event_id:
         block["lastEventId"] = obs.event_id
     failure = {"code": "refund_failed", "message": obs.failure_reason} if obs.failure_reason else None
+    message = f"Stripe reports {obs.stripe_status}."
     conditions = set_condition(current.get("conditions"), "Ready", obs.phase is RefundPhase.SUCCEEDED,
-                               obs.phase.value, f"Stripe reports {obs.stripe_status}", generation)
+                               obs.phase.value, message, generation)
+    conditions = set_condition(conditions, "Failed", obs.phase in (RefundPhase.FAILED, RefundPhase.CANCELED),
+                               obs.phase.value, message, generation)
     return {"phase": obs.phase.value, "stripe": block, "amount": obs.amount, "currency": obs.currency,
             "failure": failure, "conditions": conditions}
