@@ -10,8 +10,9 @@ from typing import NoReturn
 
 import kopf
 
-from kubepay.kube_client import Conflict, Invalid, KubeUnavailable
+from kubepay.kube_client import Conflict, KubeUnavailable
 from kubepay.publisher import PublishFailed
+from kubepay.refused_writes import REFUSED, Refused
 from kubepay.store import StoreUnavailable
 from kubepay.stripe_gateway import StripeUnavailable
 
@@ -42,11 +43,11 @@ def wake_event(memo: kopf.Memo) -> asyncio.Event:
 
 
 async def reconcile_forever(signal: asyncio.Event, step: Step, on_idle: Callable[[], None],
-                            on_invalid: Callable[[Invalid], Awaitable[None]], logger: Logger) -> NoReturn:
+                            on_refused: Callable[[Refused], Awaitable[None]], logger: Logger) -> NoReturn:
     """Run `step` after every change; retry outages with backoff; call `on_idle` when a timer expires.
 
-    A write the API server refuses (Invalid) is not retried: `on_invalid` reports it (once per message)
-    and the loop waits for the next change. kopf cancels the task when the resource goes away; a step
+    A write refused for good (refused_writes.REFUSED) is not retried: `on_refused` reports it (once per
+    message) and the loop waits for the next change. kopf cancels the task when the resource goes away; a step
     interrupted there is simply repeated by the next process, since every step is idempotent.
     """
     reported: str | None = None
@@ -55,9 +56,9 @@ async def reconcile_forever(signal: asyncio.Event, step: Step, on_idle: Callable
         nonlocal reported
         try:
             idle = await step()
-        except Invalid as exc:
+        except REFUSED as exc:
             if str(exc) != reported:
-                await on_invalid(exc)
+                await on_refused(exc)
                 reported = str(exc)
             return None
         reported = None

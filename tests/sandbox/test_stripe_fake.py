@@ -410,7 +410,8 @@ async def test_webhook_answered_with_5xx_is_retried_until_2xx(fake: StripeFake, 
         first = stripe.Webhook.construct_event(*await asyncio.wait_for(received.get(), DEADLINE), secret)
         second = stripe.Webhook.construct_event(*await asyncio.wait_for(received.get(), DEADLINE), secret)
     assert second.id == first.id
-    attempts = [(d["attempt"], d["status"], d["retry_in"]) for d in await fake.deliveries()]
+    attempts = [(d["attempt"], d["status"], d["retry_in"]) for d in await fake.deliveries()
+                if d["event_id"] == first.id]  # other tests' deliveries may still be retrying
     assert attempts == [(1, 503, 1), (2, 200, None)]
 
 
