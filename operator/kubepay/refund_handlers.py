@@ -21,6 +21,7 @@ from kubepay.refunds import (
     RefundObservation,
     RefundPhase,
     RefundRefused,
+    create_params,
     refund_amount,
     refund_status_patch,
 )
@@ -55,16 +56,8 @@ async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.
         amount = refund_amount(spec, parent)
         assert parent is not None
         intent_id = parent["status"]["stripe"]["paymentIntentId"]
-        params: dict[str, Any] = {
-            "payment_intent": intent_id,
-            "amount": amount,
-            "metadata": {identity.METADATA_NAMESPACE: meta["namespace"], identity.METADATA_NAME: meta["name"],
-                         identity.METADATA_UID: meta["uid"], identity.METADATA_KIND: "PaymentRefund",
-                         "payment_intent_name": spec["paymentIntentName"]},
-        }
-        if spec.get("reason"):
-            params["reason"] = spec["reason"]
-        refund = await rt.gateway.create_refund(params, identity.refund_idempotency_key(meta["uid"]))
+        refund = await rt.gateway.create_refund(create_params(meta, spec, intent_id, amount),
+                                                identity.refund_idempotency_key(meta["uid"]))
     except RefundRefused as exc:
         await _refuse(rt, raw, "RefundRefused", exc.code, str(exc), amount)
         raise kopf.PermanentError(str(exc)) from None

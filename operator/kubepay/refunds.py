@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from kubepay import identity
 from kubepay.conditions import now_iso, set_condition
 from kubepay.money import MoneyError, check_amount
 from kubepay.phases import Phase
@@ -67,6 +68,20 @@ def refund_amount(spec: dict[str, Any], payment: dict[str, Any] | None) -> int:
     except MoneyError as exc:
         raise RefundRefused("invalid_amount", f"spec.amount {amount} {exc}") from None
     return amount
+
+
+def create_params(meta: dict[str, Any], spec: dict[str, Any], intent_id: str, amount: int) -> dict[str, Any]:
+    """The Stripe refund-create parameters for a PaymentRefund (its metadata is how webhooks find it)."""
+    params: dict[str, Any] = {
+        "payment_intent": intent_id,
+        "amount": amount,
+        "metadata": {identity.METADATA_NAMESPACE: meta["namespace"], identity.METADATA_NAME: meta["name"],
+                     identity.METADATA_UID: meta["uid"], identity.METADATA_KIND: "PaymentRefund",
+                     "payment_intent_name": spec["paymentIntentName"]},
+    }
+    if spec.get("reason"):
+        params["reason"] = spec["reason"]
+    return params
 
 
 def phase_of(stripe_status: str) -> RefundPhase:
