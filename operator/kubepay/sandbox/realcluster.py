@@ -286,11 +286,29 @@ class RealCluster:
                     names.append(crd["metadata"]["name"])
                     await extensions.create_custom_resource_definition(crd)
             deadline = time.monotonic() + ESTABLISHED_TIMEOUT
+            custom = client.CustomObjectsApi(api)
             for name in names:
-                while not _established(await extensions.read_custom_resource_definition(name)):
+                while not await _serving(extensions, custom, name):
                     if time.monotonic() > deadline:
-                        raise ControlPlaneError(f"CRD {name} not Established within {ESTABLISHED_TIMEOUT}s")
+                        raise ControlPlaneError(f"CRD {name} not Established and served within "
+                                                f"{ESTABLISHED_TIMEOUT}s")
                     await asyncio.sleep(0.1)
+
+
+async def _serving(extensions: Any, custom: Any, name: str) -> bool:
+    """Established, and its storage answers: right after Established a list can still get 429
+    "storage is (re)initializing"."""
+    crd = await extensions.read_custom_resource_definition(name)
+    if not _established(crd):
+        return False
+    try:
+        await custom.list_cluster_custom_object(crd.spec.group, crd.spec.versions[0].name, crd.spec.names.plural,
+                                                limit=1)
+    except client.exceptions.ApiException as exc:
+        if exc.status == 429:
+            return False
+        raise
+    return True
 
 
 def _established(crd: Any) -> bool:
