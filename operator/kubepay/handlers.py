@@ -92,7 +92,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.resume(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
 @kopf.on.create(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
-@refused_writes.reports_invalid(PAYMENT_INTENTS)
+@refused_writes.reports_refusals(PAYMENT_INTENTS)
 async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Create (or adopt) the Stripe intent unless status already names one."""
     if (status.get("stripe") or {}).get("paymentIntentId") or body.meta.get("deletionTimestamp"):
@@ -233,7 +233,7 @@ async def _resync(rt: Runtime, body: dict[str, Any], logger: Logger) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PAYMENT_INTENTS, id="finalize")
-@refused_writes.reports_invalid(PAYMENT_INTENTS)
+@refused_writes.reports_refusals(PAYMENT_INTENTS)
 async def finalize(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, retry: int,
                    **_: Any) -> None:
     """Cancel a still-cancelable Stripe intent (deletionPolicy Cancel) and mirror the outcome."""

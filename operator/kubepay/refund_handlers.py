@@ -41,7 +41,7 @@ async def parent_of(rt: Runtime, namespace: str, spec: dict[str, Any]) -> dict[s
 
 @kopf.on.resume(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
 @kopf.on.create(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
-@refused_writes.reports_invalid(PAYMENT_REFUNDS)
+@refused_writes.reports_refusals(PAYMENT_REFUNDS)
 async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int,
                                **_: Any) -> None:
     """Check again what admission checked (it can be bypassed), then create the Stripe refund once."""

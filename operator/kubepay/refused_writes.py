@@ -2,7 +2,7 @@
 
 Refused for good: the Kubernetes API server's 422 (Invalid), PostgreSQL refusing a row's data
 (StoreRejected), Kafka refusing a message (PublishRejected). Repeating the same write cannot succeed, so
-nothing retries it: kopf handlers stop (`reports_invalid`), the per-resource daemons wait for the next
+nothing retries it: kopf handlers stop (`reports_refusals`), the per-resource daemons wait for the next
 change (`daemons.reconcile_forever`). Both report here.
 """
 
@@ -59,15 +59,15 @@ async def report(kube: KubeClient, plural: str, body: Mapping[str, Any], exc: Re
         log.error("%s/%s: the API server refuses its status too: %s", meta["namespace"], meta["name"], again)
 
 
-def reports_invalid(plural: str) -> Callable[[Handler], Handler]:
-    """For kopf handlers: an Invalid write is reported once and the handler fails permanently (no retries)."""
+def reports_refusals(plural: str) -> Callable[[Handler], Handler]:
+    """For kopf handlers: a write refused for good is reported once and the handler fails permanently."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(**kwargs: Any) -> Any:
             try:
                 return await handler(**kwargs)
-            except Invalid as exc:
+            except REFUSED as exc:
                 await report(kwargs["memo"]["runtime"].kube, plural, kwargs["body"], exc)
                 raise kopf.PermanentError(message_of(exc)) from None
 
