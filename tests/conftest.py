@@ -1,7 +1,8 @@
 """Session-wide sandbox (real PostgreSQL, Kafka protocol, Stripe fake, Kubernetes API emulator) and
 per-test tenants: every test gets its own database, topics, namespace and webhook secret.
 
-KUBEPAY_E2E_KUBECONFIG (+ KUBEPAY_E2E_CONTEXT) puts the tenants in a real cluster instead of the emulator,
+KUBEPAY_E2E_KUBECONFIG (+ KUBEPAY_E2E_CONTEXT) puts the tenants in a real cluster instead of the emulator
+(KUBEPAY_E2E_REAL=1: a control plane and Apache Kafka that the sandbox starts itself),
 KUBEPAY_E2E_STRIPE_KEY=sk_test_... uses Stripe test mode instead of the fake (kubepay.sandbox.targets);
 tests marked needs_emulator / needs_fake_stripe are then skipped.
 """
@@ -49,7 +50,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "needs_fake_stripe": targets.real_stripe and "needs the Stripe fake's test controls; "
                                                      "this run uses Stripe test mode (KUBEPAY_E2E_STRIPE_KEY)",
         "needs_emulator": targets.real_kube and "needs the Kubernetes API emulator's controls; "
-                                                "this run uses a real cluster (KUBEPAY_E2E_KUBECONFIG)",
+                                                "this run uses a real cluster (KUBEPAY_E2E_KUBECONFIG or _REAL)",
     }
     for item in items:
         for marker, reason in skips.items():

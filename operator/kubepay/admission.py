@@ -1,4 +1,4 @@
-"""Validating admission: refuse refunds and amount changes Stripe would refuse, before they are stored.
+"""Validating admission: refuse refunds, amounts and amount changes Stripe would refuse, before they are stored.
 
 The controller checks the same rules again, since admission can be bypassed or be down
 (the chart's failurePolicy is Ignore by default). Importing this module registers the handlers, so
@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from kubepay.config import Settings
-from kubepay.intents import AMOUNT_UPDATABLE
+from kubepay.intents import AMOUNT_UPDATABLE, describe, spec_problems
 from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, KubeUnavailable, NotFound
 from kubepay.refunds import PAYMENT_REFUNDS, RefundRefused, refund_amount
 from kubepay.runtime import Runtime
@@ -47,10 +47,18 @@ async def validate_refund(spec: kopf.Spec, namespace: str | None, memo: kopf.Mem
         raise kopf.AdmissionError(str(exc), code=422) from None
 
 
-@kopf.on.validate(GROUP, VERSION, PAYMENT_INTENTS, id="validate-paymentintent", operations=["UPDATE"])
-async def validate_intent_update(spec: kopf.Spec, **kwargs: Any) -> None:
-    old = kwargs.get("old")  # the object before the update (AdmissionReview's oldObject)
+@kopf.on.validate(GROUP, VERSION, PAYMENT_INTENTS, id="validate-paymentintent", operations=["CREATE", "UPDATE"])
+async def validate_intent(spec: kopf.Spec, **kwargs: Any) -> None:
+    """Amounts Stripe would refuse for the currency; amount changes Stripe no longer allows.
+
+    An update is judged on the fields it changes only: removing a finalizer must always pass.
+    """
+    old = kwargs.get("old")  # the object before an update (AdmissionReview's oldObject)
     old_spec = (old or {}).get("spec") or {}
+    problems = {field: problem for field, problem in spec_problems(spec).items()
+                if old is None or spec.get(field.removeprefix("spec.")) != old_spec.get(field.removeprefix("spec."))}
+    if problems:
+        raise kopf.AdmissionError(describe(problems), code=422)
     if old_spec.get("amount") in (None, spec.get("amount")):
         return
     stripe_status = (((old or {}).get("status") or {}).get("stripe") or {}).get("status")

@@ -1,9 +1,19 @@
-"""Kubernetes-style conditions (Ready, Synced) kept as a list keyed by type."""
+"""Kubernetes-style conditions (Ready, Synced, Failed) kept as a list keyed by type."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+
+
+def sentence(text: str) -> str:
+    """Condition and event messages read as sentences: capitalized, ending with a full stop (error texts from
+    Stripe or Kubernetes may lack both)."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def now_iso() -> str:
@@ -46,3 +56,15 @@ def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[s
         if condition.get("type") == type_:
             return condition
     return None
+
+
+def observed(conditions: list[dict[str, Any]] | None, generation: int | None) -> dict[str, Any]:
+    """Status fields saying the controller acted on `generation`: every condition is stamped with it.
+
+    `kubectl wait --for=condition=...` ignores a condition whose observedGeneration is behind
+    metadata.generation, so a condition left at an old generation would make it wait forever.
+    """
+    stamped = [{**c, "observedGeneration": generation} if generation is not None else dict(c)
+               for c in conditions or []]
+    return {"observedGeneration": generation, "conditions": stamped}
+

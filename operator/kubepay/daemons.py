@@ -12,6 +12,7 @@ import kopf
 
 from kubepay.kube_client import Conflict, KubeUnavailable
 from kubepay.publisher import PublishFailed
+from kubepay.refused_writes import REFUSED, Refused
 from kubepay.store import StoreUnavailable
 from kubepay.stripe_gateway import StripeUnavailable
 
@@ -42,17 +43,32 @@ def wake_event(memo: kopf.Memo) -> asyncio.Event:
 
 
 async def reconcile_forever(signal: asyncio.Event, step: Step, on_idle: Callable[[], None],
-                            logger: Logger) -> NoReturn:
+                            on_refused: Callable[[Refused], Awaitable[None]], logger: Logger) -> NoReturn:
     """Run `step` after every change; retry outages with backoff; call `on_idle` when a timer expires.
 
-    kopf cancels the task when the resource goes away; a step interrupted there is simply repeated
-    by the next process, since every step is idempotent.
+    A write refused for good (refused_writes.REFUSED) is not retried: `on_refused` reports it (once per
+    message) and the loop waits for the next change. kopf cancels the task when the resource goes away; a step
+    interrupted there is simply repeated by the next process, since every step is idempotent.
     """
+    reported: str | None = None
+
+    async def attempt() -> float | None:
+        nonlocal reported
+        try:
+            idle = await step()
+        except REFUSED as exc:
+            if str(exc) != reported:
+                await on_refused(exc)
+                reported = str(exc)
+            return None
+        reported = None
+        return idle
+
     failures = 0
     while True:
         signal.clear()
         try:
-            idle = await step()
+            idle = await attempt()
             failures = 0
         except RETRYABLE as exc:
             failures += 1

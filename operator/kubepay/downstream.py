@@ -11,8 +11,8 @@ from kubepay.config import Settings
 from kubepay.identity import payment_id, refund_id
 from kubepay.kube_client import PAYMENT_INTENTS, KubeClient
 from kubepay.phases import DB_STATUS, Phase
-from kubepay.publisher import Publisher
-from kubepay.store import PaymentRow, RefundRow, Store
+from kubepay.publisher import Publisher, PublishRejected
+from kubepay.store import PaymentRow, RefundRow, Store, StoreRejected
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +108,25 @@ async def sync(
     published = _published(body, known_published)
     if not ready_for_downstream(body):
         return published
-    await store.upsert_payment(row_of(body))
-    milestones = due(body, published)
-    if not milestones:
-        return published
+    refused: list[Exception] = []  # a row or message refused for good does not hold back the others
+    try:
+        await store.upsert_payment(row_of(body))
+    except StoreRejected as exc:
+        refused.append(exc)
     payment = payment_of(body)
-    await publisher.publish(
-        [m for milestone in milestones for m in events.messages_for(milestone, payment, settings.topics,
-                                                                     settings.source)]
-    )
-    return await _record_published(kube, PAYMENT_INTENTS, body, published, milestones)
+    sent: list[str] = []
+    for milestone in due(body, published):
+        try:
+            await publisher.publish(events.messages_for(milestone, payment, settings.topics, settings.source))
+        except PublishRejected as exc:
+            refused.append(exc)
+            continue
+        sent.append(milestone)
+    if sent:
+        published = await _record_published(kube, PAYMENT_INTENTS, body, published, sent)
+    if refused:
+        raise refused[0]
+    return published
 
 
 async def sync_refund(
@@ -129,10 +138,14 @@ async def sync_refund(
     settings: Settings,
     known_published: Sequence[str] = (),
 ) -> list[str]:
-    """Mirror a PaymentRefund: its refunds row, and payments.refunded once it succeeded. Returns published."""
+    """Mirror a PaymentRefund that Stripe holds: its refunds row, and payments.refunded once it succeeded.
+
+    A refund refused before reaching Stripe has no row (its status still shows the amount asked for).
+    Returns published.
+    """
     status = body.get("status") or {}
     published = _published(body, known_published)
-    if not status.get("phase") or not status.get("amount"):
+    if not status.get("phase") or not (status.get("stripe") or {}).get("refundId"):
         return published
     meta = body["metadata"]
     phase = refunds.RefundPhase(status["phase"])

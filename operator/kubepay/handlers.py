@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 import prometheus_client
 
-from kubepay import backfill, downstream, identity, metrics, orders_consumer
+from kubepay import backfill, downstream, identity, k8s_events, metrics, orders_consumer, refused_writes
+from kubepay.conditions import sentence
 from kubepay.config import Settings
 from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
-from kubepay.intents import AdoptionRefused, AmountLocked, adopt_intent, create_intent, reconcile_spec
+from kubepay.intents import (
+    AdoptionRefused,
+    SpecRefused,
+    adopt_intent,
+    create_intent,
+    describe,
+    reconcile_spec,
+    spec_problems,
+)
 from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION
 from kubepay.phases import FINAL, Phase, observe_intent
 from kubepay.runtime import Runtime
@@ -47,7 +55,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 15
     settings.networking.request_timeout = 30
-    settings.posting.level = logging.INFO
+    k8s_events.configure(settings)
     config: Settings = memo["settings"]
     # One exact namespace needs no namespace scanning (nor the RBAC to list/watch namespaces).
     settings.scanning.disabled = config.namespace is not None
@@ -84,6 +92,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.resume(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
 @kopf.on.create(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
+@refused_writes.reports_refusals(PAYMENT_INTENTS)
 async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Create (or adopt) the Stripe intent unless status already names one."""
     if (status.get("stripe") or {}).get("paymentIntentId") or body.meta.get("deletionTimestamp"):
@@ -93,28 +102,40 @@ async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.
     rt = runtime(memo)
     raw = dict(body)
     adopt = body.spec.get("stripePaymentIntentId")
+    if not adopt and (problems := spec_problems(body.spec)):
+        message = f"Stripe would refuse the spec, so it was not sent: {describe(problems)}"
+        await _fail_for_good(rt, body, "SpecInvalid", message, {"code": "spec_invalid",
+                                                                       "message": describe(problems)})
     try:
         intent = await (adopt_intent(rt, raw, adopt) if adopt else create_intent(rt, raw))
     except AdoptionRefused as exc:
         await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "AdoptionRefused", str(exc))
-        kopf.warn(body, reason="AdoptionRefused", message=str(exc))
+        k8s_events.warn(body, "AdoptionRefused", str(exc))
         raise kopf.PermanentError(str(exc)) from None
     except StripeRejected as exc:
-        if adopt:
-            await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "StripeRejected", str(exc))
-        else:
-            await write_not_synced(
-                rt.kube, PAYMENT_INTENTS, raw, "StripeRejected", str(exc), ready_reason=Phase.FAILED.value,
-                extra={"phase": Phase.FAILED.value, "failure": exc.failure(),
-                       "paymentId": str(identity.payment_id(raw["metadata"]["uid"]))})
-        kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the PaymentIntent: {exc}")
-        raise kopf.PermanentError(f"Stripe refused the PaymentIntent: {exc}") from None
+        message = f"Stripe refused the PaymentIntent: {exc}"
+        if not adopt:
+            await _fail_for_good(rt, body, "StripeRejected", message, exc.failure())
+        await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, "StripeRejected", message)
+        k8s_events.warn(body, "StripeRejected", message)
+        raise kopf.PermanentError(message) from None
     except RETRYABLE as exc:
-        kopf.warn(body, reason="Retrying", message=f"Stripe intent not created yet: {exc}")
+        k8s_events.warn(body, "Retrying", f"The Stripe PaymentIntent is not created yet: {exc}")
         raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
     verb = "Adopted" if adopt else "Created"
-    kopf.info(body, reason=f"StripeIntent{verb}",
-              message=f"{verb} Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}")
+    k8s_events.info(body, f"StripeIntent{verb}",
+                    f"{verb} Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}")
+
+
+async def _fail_for_good(rt: Runtime, body: kopf.Body, reason: str, message: str,
+                              failure: dict[str, str]) -> NoReturn:
+    """The payment can never be made from this spec: phase Failed, Failed=True, a Warning; no retries."""
+    raw = dict(body)
+    await write_not_synced(rt.kube, PAYMENT_INTENTS, raw, reason, message, failed=True,
+                           extra={"phase": Phase.FAILED.value, "failure": failure,
+                                  "paymentId": str(identity.payment_id(raw["metadata"]["uid"]))})
+    k8s_events.warn(body, reason, message)
+    raise kopf.PermanentError(message)
 
 
 @kopf.on.event(GROUP, VERSION, PAYMENT_INTENTS)
@@ -151,16 +172,17 @@ async def mirror(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> 
                                                    state["published"])
         return None if snapshot.get("status", {}).get("phase") in FINAL else jittered(rt.settings.resync_seconds)
 
-    await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True), logger)
+    await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True),
+                            lambda exc: refused_writes.report(rt.kube, PAYMENT_INTENTS, body, exc), logger)
 
 
 async def _announce_pause(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any], paused: bool) -> None:
     meta = snapshot["metadata"]
     await rt.kube.patch_status(PAYMENT_INTENTS, meta["namespace"], meta["name"], {"paused": paused or None}, None)
     if paused:
-        kopf.info(body, reason="Paused", message=f"{PAUSED_ANNOTATION} is true: kubepay leaves this payment alone")
+        k8s_events.info(body, "Paused", f"{PAUSED_ANNOTATION} is true: kubepay leaves this payment alone")
     else:
-        kopf.info(body, reason="Resumed", message="Reconciling again; catching up with Stripe")
+        k8s_events.info(body, "Resumed", "Reconciling again; catching up with Stripe")
 
 
 def _announce_transition(body: kopf.Body, snapshot: dict[str, Any], last_phase: str | None) -> str | None:
@@ -170,25 +192,28 @@ def _announce_transition(body: kopf.Body, snapshot: dict[str, Any], last_phase: 
         return last_phase
     metrics.TRANSITIONS.labels(phase).inc()
     failure = status.get("failure") or {}
-    message = f"Phase {last_phase or 'none'} -> {phase} (Stripe: {(status.get('stripe') or {}).get('status', '-')})"
+    stripe_status = (status.get("stripe") or {}).get("status")
+    message = f"The phase changed from {last_phase} to {phase}" if last_phase else f"The phase is {phase}"
+    message += f" (Stripe: {stripe_status})." if stripe_status else "."
     if failure.get("message"):
-        message = f"{message}: {failure['message']}"
-    kopf.event(body, type="Warning" if phase == Phase.FAILED.value else "Normal", reason=phase, message=message)
+        message = f"{message} {sentence(failure['message'])}"
+    k8s_events.post(body, phase == Phase.FAILED.value, phase, message)
     return str(phase)
 
 
 async def _follow_spec(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any]) -> None:
     try:
         done = await reconcile_spec(rt, snapshot)
-    except AmountLocked as exc:
-        kopf.warn(body, reason="AmountLocked", message=str(exc))
+    except SpecRefused as exc:
+        k8s_events.warn(body, exc.reason, str(exc))
         return
     except StripeRejected as exc:
-        kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the change: {exc}")
-        await write_not_synced(rt.kube, PAYMENT_INTENTS, snapshot, "StripeRejected", str(exc))
+        message = f"Stripe refused the change: {exc}"
+        k8s_events.warn(body, "StripeRejected", message)
+        await write_not_synced(rt.kube, PAYMENT_INTENTS, snapshot, "StripeRejected", message)
         return
     if done:
-        kopf.info(body, reason="SpecApplied", message=done)
+        k8s_events.info(body, "SpecApplied", done)
 
 
 async def _resync(rt: Runtime, body: dict[str, Any], logger: Logger) -> None:
@@ -208,6 +233,7 @@ async def _resync(rt: Runtime, body: dict[str, Any], logger: Logger) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PAYMENT_INTENTS, id="finalize")
+@refused_writes.reports_refusals(PAYMENT_INTENTS)
 async def finalize(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, retry: int,
                    **_: Any) -> None:
     """Cancel a still-cancelable Stripe intent (deletionPolicy Cancel) and mirror the outcome."""
@@ -216,22 +242,21 @@ async def finalize(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: 
     if not intent_id or status.get("phase") in FINAL:
         return
     if spec.get("deletionPolicy", "Cancel") == "Orphan":
-        kopf.info(body, reason="Orphaned", message=f"Left Stripe PaymentIntent {intent_id} in Stripe as it is")
+        k8s_events.info(body, "Orphaned", f"Left Stripe PaymentIntent {intent_id} in Stripe as it is")
         return
     meta = body.meta
     try:
         intent = await rt.gateway.retrieve_intent(intent_id)
         if intent["status"] in CANCELABLE:
             intent = await rt.gateway.cancel_intent(intent_id, identity.cancel_idempotency_key(meta["uid"]))
-            kopf.info(body, reason="Canceled", message=f"Canceled Stripe PaymentIntent {intent_id}")
+            k8s_events.info(body, "Canceled", f"Canceled Stripe PaymentIntent {intent_id}")
         await apply_observation(rt.kube, meta["namespace"], meta["name"], meta["uid"],
                                 observe_intent(intent, created=int(time.time())))
         fresh = await rt.kube.get_custom(PAYMENT_INTENTS, str(meta["namespace"]), str(meta["name"]))
         await downstream.sync(fresh, rt.store, rt.publisher, rt.kube, rt.settings)
     except (StripeRejected, *RETRYABLE) as exc:
         if retry + 1 >= FINALIZER_MAX_TRIES:
-            kopf.warn(body, reason="CancelFailed",
-                      message=f"Gave up after {retry + 1} tries; Stripe PaymentIntent {intent_id} is left in Stripe "
-                              f"as it was: {exc}")
+            k8s_events.warn(body, "CancelFailed", f"Gave up after {retry + 1} tries; Stripe PaymentIntent "
+                                                  f"{intent_id} is left in Stripe as it was: {exc}")
             return
         raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +45,28 @@ class Identity:
     extra: dict[str, list[str]] = field(default_factory=dict)
 
 
+class Invalid(Exception):
+    """The API server refused the object (HTTP 422): repeating the same write cannot succeed.
+
+    The text is the API server's own message, e.g. `Secret "x" is invalid: metadata.labels: Invalid value: ...`.
+    """
+
+
+def _server_message(exc: ApiException) -> str:
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason)
+
+
 def _translate(exc: ApiException) -> Exception:
     if exc.status == 409:
         return Conflict(str(exc.reason))
     if exc.status == 404:
         return NotFound(str(exc.reason))
+    if exc.status == 422:
+        return Invalid(_server_message(exc))
     if exc.status is None or exc.status >= 500 or exc.status == 429:
         return KubeUnavailable(f"Kubernetes API answered {exc.status}")
     return exc
@@ -64,7 +82,7 @@ async def load_config() -> client.ApiClient:
 
 
 class KubeClient:
-    """The few typed calls kubepay makes; every failure is mapped to Conflict, NotFound or KubeUnavailable."""
+    """The few typed calls kubepay makes; failures map to Conflict, NotFound, Invalid or KubeUnavailable."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
@@ -166,7 +184,8 @@ class KubeClient:
             raise KubeUnavailable(f"{GROUP}/{VERSION} is not served: are kubepay's CRDs installed?") from None
 
     async def apply_secret(
-        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any], labels: dict[str, str]
+        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any], labels: dict[str, str],
+        annotations: dict[str, str],
     ) -> None:
         """Create the Secret, or leave an existing one in place (it already holds the same value)."""
         secret = client.V1Secret(
@@ -174,6 +193,7 @@ class KubeClient:
                 name=name,
                 namespace=namespace,
                 labels=labels,
+                annotations=annotations,
                 owner_references=[
                     client.V1OwnerReference(
                         api_version=owner["apiVersion"],

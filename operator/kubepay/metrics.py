@@ -13,3 +13,7 @@ WEBHOOK_EVENTS = Counter(
 KAFKA_MESSAGES = Counter("kubepay_kafka_messages_total", "Messages published to Kafka by topic.", ["topic"])
 TRANSITIONS = Counter("kubepay_phase_transitions_total", "PaymentIntent phase transitions seen.", ["phase"])
 WEBHOOK_LATENCY = Histogram("kubepay_webhook_seconds", "Time to handle one webhook delivery.")
+REFUSED_WRITES = Counter(
+    "kubepay_refused_writes_total",
+    "Writes refused for good (left Synced=False, not retried), by target: kubernetes, postgres or kafka.", ["target"]
+)

@@ -1,29 +1,76 @@
-"""Minor-unit money arithmetic: decimal strings in, integers out, never floats."""
+"""Currencies and minor-unit money: decimal strings in, integers out, never floats; Stripe's amount rules.
+
+The one place that knows how Stripe wants an amount written. Everything that lets an amount through
+(CRD admission, the controller, the payments API and the orders consumer) asks `check_amount` before
+Stripe sees it, and `currency_code` before a currency becomes a resource.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-
-# ISO 4217 exponents that differ from the default of 2 (Stripe's zero- and three-decimal currencies).
-_ZERO_DECIMAL = frozenset(
-    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"]
-)
-_THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
-MAX_DIGITS = 18  # minor units fit a PostgreSQL bigint
 
 
 class MoneyError(ValueError):
-    """An amount that cannot be represented exactly in the currency's minor units."""
+    """An amount or currency Stripe would refuse or that cannot be represented exactly; the text says why."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How Stripe's API writes amounts in one currency (PaymentIntents, captures and refunds alike)."""
+
+    exponent: int  # the API's `amount` is the decimal amount times 10**exponent
+    multiple: int = 1  # ... and must be a multiple of this
+    why: str = ""
+
+
+# Stripe, "Supported currencies" (https://docs.stripe.com/currencies): "All API requests expect amount values
+# in the currency's minor unit"; two decimals unless listed below.
+#   * Zero-decimal currencies: "the charge and the amount are the same" (500 is 500 JPY).
+#   * Three-decimal currencies (BHD, JOD, KWD, OMR, TND): "these API calls require the least-significant (last)
+#     digit to be 0" (5.124 KWD must be sent as 5120 or 5130).
+#   * Special cases: ISK and UGX "transitioned to a zero-decimal currency, but backward compatibility requires
+#     you to represent it as a two-decimal value, where the decimal amount is always 00" (5 ISK is 500; 550 is
+#     refused). UGX still appears in Stripe's zero-decimal list too; the special case is what its API applies.
+#     HUF and TWD: "Stripe treats HUF [TWD] as a zero-decimal currency for payouts, even though you can charge
+#     two-decimal amounts": charges and refunds are ordinary two-decimal amounts (10.45 HUF is 1045), and only
+#     manual payouts, which kubepay never makes, need multiples of 100.
+_WHOLE_UNITS = "Stripe takes {code} in whole units written with two decimals that are always 00 (5 {code} is 500)"
+_LAST_DIGIT_0 = "Stripe needs the last digit of a three-decimal amount to be 0 (5.120 {code} is 5120)"
+_RULES: dict[str, Rule] = {
+    **{code: Rule(0) for code in ("bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "vnd",
+                                  "vuv", "xaf", "xof", "xpf")},
+    **{code: Rule(3, 10, _LAST_DIGIT_0) for code in ("bhd", "jod", "kwd", "omr", "tnd")},
+    **{code: Rule(2, 100, _WHOLE_UNITS) for code in ("isk", "ugx")},
+}
+_TWO_DECIMALS = Rule(2)
+MAX_DIGITS = 18  # minor units fit a PostgreSQL bigint
+_CODE = re.compile(r"[A-Za-z]{3}")
+
+
+def _rule(currency: str) -> Rule:
+    return _RULES.get(currency.lower(), _TWO_DECIMALS)
 
 
 def exponent(currency: str) -> int:
-    """Number of minor-unit digits of a currency (JPY 0, USD 2, KWD 3)."""
-    code = currency.lower()
-    if code in _ZERO_DECIMAL:
-        return 0
-    if code in _THREE_DECIMAL:
-        return 3
-    return 2
+    """Number of minor-unit digits Stripe's API uses for a currency (JPY 0, USD 2, ISK 2, KWD 3)."""
+    return _rule(currency).exponent
+
+
+def currency_code(raw: object) -> str:
+    """A three-letter ISO 4217 code, exactly (no spaces, no trailing newline), lower-cased as Stripe wants it."""
+    if not isinstance(raw, str) or not _CODE.fullmatch(raw):
+        raise MoneyError("must be a three-letter ISO 4217 code such as USD")
+    return raw.lower()
+
+
+def check_amount(minor: int, currency: str) -> None:
+    """Refuse (MoneyError) a minor-unit amount Stripe's API would refuse for this currency."""
+    wanted = _rule(currency)
+    if minor % wanted.multiple:
+        code = currency.upper()
+        raise MoneyError(f"must be a multiple of {wanted.multiple} for {code}: {wanted.why.format(code=code)}")
 
 
 def to_minor(amount: str | Decimal | int, currency: str) -> int:

@@ -6,7 +6,6 @@ finds the resource made the first time instead of making a second payment.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,16 +13,15 @@ from decimal import Decimal
 from typing import Any
 
 from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, Conflict, KubeClient, NotFound
-from kubepay.money import MoneyError, to_minor
+from kubepay.labels import HASH_CHARS, label_value, short_hash
+from kubepay.money import MoneyError, check_amount, currency_code, to_minor
 
-ORDER_ID_LABEL = "kubepay.io/order-id"  # the order id sanitized to a label value
+ORDER_ID_LABEL = "kubepay.io/order-id"  # the order id as a label value (lower-cased; hashed when long)
 ORDER_ID_ANNOTATION = "kubepay.io/order-id"  # the raw order id
 SOURCE_LABEL = "kubepay.io/source"  # "api" or "orders-consumer"
 NAME_PREFIX = "order-"
 _MAX_NAME = 63  # a DNS-1123 label, so the name also fits wherever a label value is needed
-_HASH_CHARS = 10
 _INVALID = re.compile(r"[^a-z0-9]+")
-_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_AMOUNT = 99_999_999  # the CRD's maximum, in minor units
 
@@ -58,23 +56,20 @@ def _sanitize(order_id: str) -> str:
     return _INVALID.sub("-", order_id.lower()).strip("-")
 
 
-def _short_hash(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()[:_HASH_CHARS]
-
-
 def resource_name(order_id: str) -> str:
     """`order-<id>` when the id is already a DNS-1123 label; otherwise a readable part plus a hash of the raw id."""
     clean = _sanitize(order_id)
     if clean == order_id and len(NAME_PREFIX) + len(clean) <= _MAX_NAME:
         return NAME_PREFIX + clean
-    room = _MAX_NAME - len(NAME_PREFIX) - _HASH_CHARS - 1
+    room = _MAX_NAME - len(NAME_PREFIX) - HASH_CHARS - 1
     readable = clean[:room].strip("-")
-    return f"{NAME_PREFIX}{readable}-{_short_hash(order_id)}" if readable else NAME_PREFIX + _short_hash(order_id)
+    return f"{NAME_PREFIX}{readable}-{short_hash(order_id)}" if readable else NAME_PREFIX + short_hash(order_id)
 
 
 def order_label(order_id: str) -> str:
-    """The order id as a label value (for `kubectl get pi -l kubepay.io/order-id=...`)."""
-    return _sanitize(order_id)[:63].strip("-")
+    """The order id as a label value (for `kubectl get pi -l kubepay.io/order-id=...`); the annotation has it raw."""
+    clean = _sanitize(order_id)
+    return label_value(clean) if clean else ""
 
 
 def loads(raw: bytes | str) -> Any:
@@ -99,17 +94,27 @@ def parse_amount(raw: Any, currency: str, name: str = "amount") -> int:
         minor = to_minor(raw, currency)
     except MoneyError as exc:
         raise OrderInvalid({name: str(exc)}) from None
+    return check_minor(minor, currency, name)
+
+
+def check_minor(minor: int, currency: str, name: str = "amount") -> int:
+    """An amount in minor units within the CRD's range that Stripe accepts for the currency; OrderInvalid otherwise."""
     if minor < 1:
         raise OrderInvalid({name: "must be greater than zero"})
     if minor > MAX_AMOUNT:
         raise OrderInvalid({name: f"must be at most {MAX_AMOUNT} minor units"})
+    try:
+        check_amount(minor, currency)
+    except MoneyError as exc:
+        raise OrderInvalid({name: str(exc)}) from None
     return minor
 
 
 def parse_currency(raw: Any, name: str = "currency") -> str:
-    if not isinstance(raw, str) or not _CURRENCY.match(raw):
-        raise OrderInvalid({name: "must be a three-letter ISO 4217 code such as USD"})
-    return raw.lower()
+    try:
+        return currency_code(raw)
+    except MoneyError as exc:
+        raise OrderInvalid({name: str(exc)}) from None
 
 
 def manifest(order: Order, namespace: str, source: str) -> dict[str, Any]:

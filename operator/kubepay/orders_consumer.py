@@ -26,7 +26,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepay import dependencies, orders
 from kubepay.config import Settings
-from kubepay.kube_client import Conflict, KubeClient, KubeUnavailable
+from kubepay.kube_client import Conflict, Invalid, KubeClient, KubeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,9 @@ class OrdersConsumer:
                      "created" if created else "already there")
         except (PoisonMessage, orders.OrderConflict) as exc:
             await self._dead_letter(record, str(exc))
-        except ApiException as exc:  # the API server refused the resource (schema): retrying cannot help
+        except Invalid as exc:  # the API server refused the resource (schema): retrying cannot help
+            await self._dead_letter(record, f"Kubernetes refused the PaymentIntent: {exc}")
+        except ApiException as exc:
             await self._dead_letter(record, f"Kubernetes refused the PaymentIntent: {exc.status} {exc.reason}")
         try:
             await self._consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from kubepay import metrics
 from kubepay.events import Message
@@ -11,6 +17,14 @@ from kubepay.events import Message
 
 class PublishFailed(Exception):
     """The broker did not acknowledge a message; the caller retries later (nothing is recorded)."""
+
+
+class PublishRejected(Exception):
+    """The broker refused a message for good (too large, an invalid topic): repeating it cannot succeed."""
+
+
+# Refusals about the message itself; anything else (connections, timeouts, leadership) is retried.
+_REJECTED = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidTopicError)
 
 
 class Publisher:
@@ -42,6 +56,8 @@ class Publisher:
             ]
             for future in futures:
                 await future
+        except _REJECTED as exc:
+            raise PublishRejected(f"Kafka refused a message: {type(exc).__name__}") from None
         except KafkaError as exc:
             raise PublishFailed(f"Kafka refused a message: {type(exc).__name__}") from None
         for m in messages:

@@ -9,8 +9,8 @@ from typing import Any
 
 import kopf
 
-from kubepay import downstream, identity, logs
-from kubepay.conditions import set_condition
+from kubepay import downstream, identity, k8s_events, logs, refused_writes
+from kubepay.conditions import observed, set_condition
 from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
 from kubepay.handlers import runtime
 from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, NotFound
@@ -21,6 +21,7 @@ from kubepay.refunds import (
     RefundObservation,
     RefundPhase,
     RefundRefused,
+    create_params,
     refund_amount,
     refund_status_patch,
 )
@@ -40,6 +41,7 @@ async def parent_of(rt: Runtime, namespace: str, spec: dict[str, Any]) -> dict[s
 
 @kopf.on.resume(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
 @kopf.on.create(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
+@refused_writes.reports_refusals(PAYMENT_REFUNDS)
 async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int,
                                **_: Any) -> None:
     """Check again what admission checked (it can be bypassed), then create the Stripe refund once."""
@@ -48,28 +50,19 @@ async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.
     rt = runtime(memo)
     raw = dict(body)
     meta, spec = raw["metadata"], raw["spec"]
+    amount: int | None = spec.get("amount")
     try:
         parent = await parent_of(rt, meta["namespace"], spec)
         amount = refund_amount(spec, parent)
         assert parent is not None
         intent_id = parent["status"]["stripe"]["paymentIntentId"]
-        params: dict[str, Any] = {
-            "payment_intent": intent_id,
-            "amount": amount,
-            "metadata": {identity.METADATA_NAMESPACE: meta["namespace"], identity.METADATA_NAME: meta["name"],
-                         identity.METADATA_UID: meta["uid"], identity.METADATA_KIND: "PaymentRefund",
-                         "payment_intent_name": spec["paymentIntentName"]},
-        }
-        if spec.get("reason"):
-            params["reason"] = spec["reason"]
-        refund = await rt.gateway.create_refund(params, identity.refund_idempotency_key(meta["uid"]))
+        refund = await rt.gateway.create_refund(create_params(meta, spec, intent_id, amount),
+                                                identity.refund_idempotency_key(meta["uid"]))
     except RefundRefused as exc:
-        await _refuse(rt, raw, exc.code, str(exc))
-        kopf.warn(body, reason="RefundRefused", message=str(exc))
+        await _refuse(rt, raw, "RefundRefused", exc.code, str(exc), amount)
         raise kopf.PermanentError(str(exc)) from None
     except StripeRejected as exc:
-        await _refuse(rt, raw, exc.code, exc.message)
-        kopf.warn(body, reason="StripeRejected", message=f"Stripe refused the refund: {exc}")
+        await _refuse(rt, raw, "StripeRejected", exc.code, f"Stripe refused the refund: {exc.message}", amount)
         raise kopf.PermanentError(str(exc)) from None
     except RETRYABLE as exc:
         raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
@@ -81,21 +74,24 @@ async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.
         conditions = patch.get("conditions") or (current_body.get("status") or {}).get("conditions")
         patch.update({
             "refundId": str(identity.refund_id(meta["uid"])),
-            "observedGeneration": generation,
-            "conditions": set_condition(conditions, "Synced", True, "StripeRefundCreated",
-                                        f"Stripe refund {refund['id']} exists", generation),
+            **observed(set_condition(conditions, "Synced", True, "StripeRefundCreated",
+                                     f"Stripe refund {refund['id']} exists.", generation), generation),
         })
         return patch
 
     await write_status(rt.kube, PAYMENT_REFUNDS, meta["namespace"], meta["name"], meta["uid"], compute)
-    kopf.info(body, reason="StripeRefundCreated",
-              message=f"Created Stripe refund {refund['id']} of {refund['amount']} {refund['currency']}")
+    k8s_events.info(body, "StripeRefundCreated",
+                    f"Created Stripe refund {refund['id']} of {refund['amount']} {refund['currency']}")
 
 
-async def _refuse(rt: Runtime, body: dict[str, Any], code: str, message: str) -> None:
-    await write_not_synced(rt.kube, PAYMENT_REFUNDS, body, "RefundRefused", message,
-                           ready_reason=RefundPhase.FAILED.value,
-                           extra={"phase": RefundPhase.FAILED.value, "failure": {"code": code, "message": message}})
+async def _refuse(rt: Runtime, body: dict[str, Any], reason: str, code: str, message: str,
+                  amount: int | None) -> None:
+    """Phase Failed for good, with the amount asked for (so `kubectl get pr` shows it), and a Warning."""
+    extra: dict[str, Any] = {"phase": RefundPhase.FAILED.value, "failure": {"code": code, "message": message}}
+    if amount is not None:
+        extra["amount"] = amount
+    await write_not_synced(rt.kube, PAYMENT_REFUNDS, body, reason, message, extra, failed=True)
+    k8s_events.warn(body, reason, message)
 
 
 @kopf.on.event(GROUP, VERSION, PAYMENT_REFUNDS)
@@ -119,14 +115,16 @@ async def mirror_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: A
         if parent is not None:
             if phase and phase != state["phase"]:
                 await _refresh_parent(rt, parent)
-                kopf.event(body, type="Warning" if phase == RefundPhase.FAILED.value else "Normal",
-                           reason=f"Refund{phase}", message=f"Refund phase {state['phase'] or 'none'} -> {phase}")
+                k8s_events.post(body, phase == RefundPhase.FAILED.value, f"Refund{phase}",
+                                f"The refund's phase changed from {state['phase']} to {phase}" if state["phase"]
+                                else f"The refund's phase is {phase}")
                 state["phase"] = phase
             state["published"] = await downstream.sync_refund(snapshot, parent, rt.store, rt.publisher, rt.kube,
                                                               rt.settings, state["published"])
         return None if phase in FINAL else jittered(rt.settings.resync_seconds)
 
-    await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True), logger)
+    await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True),
+                            lambda exc: refused_writes.report(rt.kube, PAYMENT_REFUNDS, body, exc), logger)
 
 
 async def _refresh_parent(rt: Runtime, parent: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from kubepay import identity
 from kubepay.conditions import now_iso, set_condition
+from kubepay.money import MoneyError, check_amount
 from kubepay.phases import Phase
 
 PAYMENT_REFUNDS = "paymentrefunds"
@@ -60,7 +62,26 @@ def refund_amount(spec: dict[str, Any], payment: dict[str, Any] | None) -> int:
             "exceeds_refundable_amount",
             f"refund of {amount} exceeds the {left} still refundable on PaymentIntent {spec['paymentIntentName']!r}",
         )
+    assert payment is not None  # refundable() refused a missing payment
+    try:
+        check_amount(amount, payment["spec"]["currency"])
+    except MoneyError as exc:
+        raise RefundRefused("invalid_amount", f"spec.amount {amount} {exc}") from None
     return amount
+
+
+def create_params(meta: dict[str, Any], spec: dict[str, Any], intent_id: str, amount: int) -> dict[str, Any]:
+    """The Stripe refund-create parameters for a PaymentRefund (its metadata is how webhooks find it)."""
+    params: dict[str, Any] = {
+        "payment_intent": intent_id,
+        "amount": amount,
+        "metadata": {identity.METADATA_NAMESPACE: meta["namespace"], identity.METADATA_NAME: meta["name"],
+                     identity.METADATA_UID: meta["uid"], identity.METADATA_KIND: "PaymentRefund",
+                     "payment_intent_name": spec["paymentIntentName"]},
+    }
+    if spec.get("reason"):
+        params["reason"] = spec["reason"]
+    return params
 
 
 def phase_of(stripe_status: str) -> RefundPhase:
@@ -122,7 +143,10 @@ def refund_status_patch(body: dict[str, Any], obs: RefundObservation) -> dict[st
     if obs.event_id:
         block["lastEventId"] = obs.event_id
     failure = {"code": "refund_failed", "message": obs.failure_reason} if obs.failure_reason else None
+    message = f"Stripe reports {obs.stripe_status}."
     conditions = set_condition(current.get("conditions"), "Ready", obs.phase is RefundPhase.SUCCEEDED,
-                               obs.phase.value, f"Stripe reports {obs.stripe_status}", generation)
+                               obs.phase.value, message, generation)
+    conditions = set_condition(conditions, "Failed", obs.phase in (RefundPhase.FAILED, RefundPhase.CANCELED),
+                               obs.phase.value, message, generation)
     return {"phase": obs.phase.value, "stripe": block, "amount": obs.amount, "currency": obs.currency,
             "failure": failure, "conditions": conditions}

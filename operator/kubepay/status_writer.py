@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubepay import logs
-from kubepay.conditions import now_iso, set_condition
+from kubepay.conditions import now_iso, observed, sentence, set_condition
 from kubepay.kube_client import PAYMENT_INTENTS, Conflict, KubeClient
 from kubepay.phases import Observation, Phase, supersedes
 
@@ -44,18 +44,22 @@ async def write_status(kube: KubeClient, plural: str, namespace: str, name: str,
 
 
 async def write_not_synced(kube: KubeClient, plural: str, body: dict[str, Any], reason: str, message: str,
-                           extra: dict[str, Any] | None = None, ready_reason: str | None = None) -> None:
+                           extra: dict[str, Any] | None = None, failed: bool = False) -> None:
     """Synced=False and Ready=False with the reason, plus `extra` status fields (a refusal, a failure).
 
-    No precondition: only the controller writes these, before Stripe holds anything to report.
+    `failed`: the object can no longer succeed, so Failed=True too (what `kubectl wait --for=condition=Failed`
+    waits for). No precondition: only the controller writes these, before Stripe holds anything to report.
     """
     meta = body["metadata"]
     generation = meta.get("generation")
+    message = sentence(message)
     conditions = set_condition((body.get("status") or {}).get("conditions"), "Synced", False, reason, message,
                                generation)
-    conditions = set_condition(conditions, "Ready", False, ready_reason or reason, message, generation)
+    conditions = set_condition(conditions, "Ready", False, "Failed" if failed else reason, message, generation)
+    if failed:
+        conditions = set_condition(conditions, "Failed", True, reason, message, generation)
     await kube.patch_status(plural, meta["namespace"], meta["name"],
-                            {**(extra or {}), "observedGeneration": generation, "conditions": conditions}, None)
+                            {**(extra or {}), **observed(conditions, generation)}, None)
 
 
 def recorded_by(status: dict[str, Any], event_id: str | None) -> bool:
@@ -64,10 +68,20 @@ def recorded_by(status: dict[str, Any], event_id: str | None) -> bool:
 
 
 def ready_condition(status: dict[str, Any], phase: Phase, generation: int | None) -> list[dict[str, Any]]:
+    """Ready (it succeeded) and Failed (it can no longer succeed), from what Stripe reports.
+
+    A declined payment (phase Failed) may still be paid with another card: only a canceled one has failed.
+    """
+    message = f"Stripe reports {status.get('stripe', {}).get('status', 'unknown')}."
     ready = phase in (Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED, Phase.REFUNDED)
-    message = f"Stripe reports {status.get('stripe', {}).get('status', 'unknown')}"
-    conditions: list[dict[str, Any]] = status.get("conditions") or []
-    return set_condition(conditions, "Ready", ready, phase.value, message, generation)
+    conditions = set_condition(status.get("conditions"), "Ready", ready, phase.value, message, generation)
+    if phase is Phase.CANCELED:
+        return set_condition(conditions, "Failed", True, "Canceled", "The payment was canceled in Stripe.",
+                             generation)
+    if phase is Phase.FAILED:
+        return set_condition(conditions, "Failed", False, "Retryable",
+                             "The last attempt failed; the customer may pay again.", generation)
+    return set_condition(conditions, "Failed", False, phase.value, message, generation)
 
 
 def observation_status(current: dict[str, Any], obs: Observation, generation: int | None) -> dict[str, Any]:
@@ -93,6 +107,8 @@ def observation_status(current: dict[str, Any], obs: Observation, generation: in
     }
     if obs.amount_refunded is not None:
         patch["amountRefunded"] = obs.amount_refunded
+    elif current.get("amountRefunded") is None:
+        patch["amountRefunded"] = 0  # nothing known to be refunded yet: `kubectl get pi -o wide` shows 0
     if obs.amount_capturable is not None:
         patch["amountCapturable"] = obs.amount_capturable
     merged = {**current, **patch, "stripe": {**(current.get("stripe") or {}), **stripe_block}}

@@ -427,7 +427,7 @@ def test_admission_webhook_with_helm_made_certificate(default_objects: list[Doc]
     assert set(hooks) == {"/validate-paymentrefund", "/validate-paymentintent"}
     assert hooks["/validate-paymentrefund"]["rules"][0]["operations"] == ["CREATE"]
     assert hooks["/validate-paymentrefund"]["rules"][0]["resources"] == ["paymentrefunds"]
-    assert hooks["/validate-paymentintent"]["rules"][0]["operations"] == ["UPDATE"]
+    assert hooks["/validate-paymentintent"]["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     for hook in vwc["webhooks"]:
         assert hook["failurePolicy"] == "Ignore"
         assert hook["sideEffects"] == "None"

@@ -23,12 +23,13 @@ from kubepay.sandbox.stack import Sandbox
 from kubepay.sandbox.stripe_fake import TEST_CARDS
 from tests.chart.tools import ensure_tools
 from tests.conftest import Running
-from tests.helpers import Kube, confirm_and_notify
+from tests.helpers import Kube, confirm_and_notify, pay
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_INTENT = REPO / "examples" / "paymentintent.yaml"
 EXAMPLE_REFUND = REPO / "examples" / "paymentrefund.yaml"
-PI_COLUMNS = ["NAME", "ORDER", "AMOUNT", "CURRENCY", "PHASE", "STRIPE ID", "AGE"]
+PI_COLUMNS = ["NAME", "ORDER", "AMOUNT", "CURRENCY", "PHASE", "READY", "SYNCED", "STRIPE ID", "AGE"]
+PI_WIDE_COLUMNS = [*PI_COLUMNS, "STRIPE AMOUNT", "RECEIVED", "REFUNDED", "MESSAGE"]
 PR_COLUMNS = ["NAME", "PAYMENT", "AMOUNT", "REASON", "PHASE", "STRIPE ID", "AGE"]
 
 
@@ -75,17 +76,20 @@ class Kubectl:
         assert "Warning:" not in result.stderr, result.stderr  # e.g. an ambiguous short name in discovery
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         assert lines, f"kubectl get {' '.join(args)} printed nothing; stderr: {result.stderr}"
-        cells = [re.split(r"\s{2,}", line.strip()) for line in lines]
+        # Columns start where their header starts (kubectl aligns them); an absent value is an empty cell.
+        starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", lines[0])]
+        cells = [[line[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+                 for line in lines]
         return cells[0], cells[1:]
 
-    async def row_until(self, resource: str, name: str, wanted: dict[str, str], timeout: float = 30.0
-                        ) -> tuple[list[str], dict[str, str]]:
-        """Poll `kubectl get RESOURCE` until NAME's row shows the wanted column values (a value ending in `*`
-        is a prefix); returns the header and the row by column."""
+    async def row_until(self, resource: str, name: str, wanted: dict[str, str], timeout: float = 30.0,
+                        wide: bool = False) -> tuple[list[str], dict[str, str]]:
+        """Poll `kubectl get RESOURCE [-o wide]` until NAME's row shows the wanted column values (a value ending
+        in `*` is a prefix); returns the header and the row by column."""
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
-            header, rows = await self.table(resource)
+            header, rows = await self.table(resource, *(["-o", "wide"] if wide else []))
             by_name = {row[0]: dict(zip(header, row, strict=False)) for row in rows}
             row = by_name.get(name)
             last = (header, rows)
@@ -116,7 +120,8 @@ async def test_platform_engineer_pays_and_refunds_with_kubectl(
     # (2) The printer columns, once the controller has made the Stripe intent.
     header, row = await kubectl.row_until("pi", "order-1111", {"PHASE": "Pending", "STRIPE ID": "pi_*"})
     assert header == PI_COLUMNS
-    assert (row["ORDER"], row["AMOUNT"], row["CURRENCY"]) == ("1111", "1200", "usd")
+    assert (row["ORDER"], row["AMOUNT"], row["CURRENCY"], row["READY"], row["SYNCED"]) == (
+        "1111", "1200", "usd", "False", "True")
     assert re.fullmatch(r"pi_[A-Za-z0-9_]+", row["STRIPE ID"]), row
     assert re.fullmatch(r"\d+[smhd]", row["AGE"]), row
     intent_id = row["STRIPE ID"]
@@ -136,9 +141,21 @@ async def test_platform_engineer_pays_and_refunds_with_kubectl(
     again = (await kubectl("wait", "pi/order-1111", "--for=condition=Ready", "--timeout=30s")).ok()
     assert again.stdout.strip() == "paymentintent.kubepay.io/order-1111 condition met", again
 
-    # (4) jsonpath.
+    # (4) jsonpath, and the wide columns: what Stripe charges and collected, the Ready message.
     phase = (await kubectl("get", "pi", "order-1111", "-o", "jsonpath={.status.phase}")).ok()
     assert phase.stdout == "Succeeded", phase
+    header, row = await kubectl.row_until("pi", "order-1111", {"READY": "True"}, wide=True)
+    assert header == PI_WIDE_COLUMNS
+    assert (row["STRIPE AMOUNT"], row["RECEIVED"], row["REFUNDED"], row["MESSAGE"]) == (
+        "1200", "1200", "0", "Stripe reports succeeded."), row
+
+    # (4b) A spec change kubepay takes note of (generation 2): kubectl wait still sees Ready at once, since
+    # every condition carries the generation it reflects.
+    (await kubectl("patch", "pi", "order-1111", "--type", "merge", "-p",
+                   '{"spec":{"description":"Order 1111, renamed"}}')).ok()
+    await kube.wait_pi(ns, "order-1111", lambda o: o["status"].get("observedGeneration") == 2, what="generation 2")
+    again = (await kubectl("wait", "pi/order-1111", "--for=condition=Ready", "--timeout=15s", timeout=30.0)).ok()
+    assert again.stdout.strip() == "paymentintent.kubepay.io/order-1111 condition met", again
 
     # (5) The controller's events about this payment, and only about it.
     events_header, events = await kubectl.table(
@@ -200,3 +217,35 @@ def test_the_invalid_example_is_invalid_only_for_its_amount() -> None:
     invalid["spec"]["amount"] = 0
     [message] = validate_custom_resource(crd, invalid)
     assert message.startswith("spec.amount: "), message
+
+
+async def test_kubectl_shows_refusals_and_waits_for_failure(
+        sandbox: Sandbox, running: Running, kube: Kube, kubectl: Kubectl) -> None:
+    """A payment that can no longer succeed says so (Failed=True), so `kubectl wait` need not time out."""
+    refused = yaml.safe_load(EXAMPLE_INTENT.read_text())
+    refused["metadata"]["name"] = "order-krona"
+    refused["spec"].update({"orderId": "1112", "currency": "isk", "amount": 550})  # Stripe wants whole krónur
+    (await kubectl("apply", "-f", "-", stdin=yaml.safe_dump(refused))).ok()
+    waited = (await kubectl("wait", "pi/order-krona", "--for=condition=Failed", "--timeout=30s", timeout=45.0)).ok()
+    assert waited.stdout.strip() == "paymentintent.kubepay.io/order-krona condition met", waited
+    _, row = await kubectl.row_until("pi", "order-krona", {"PHASE": "Failed"}, wide=True)
+    assert (row["READY"], row["SYNCED"], row["STRIPE ID"], row["STRIPE AMOUNT"]) == ("False", "False", "", ""), row
+    assert row["MESSAGE"].startswith("Stripe would refuse the spec, so it was not sent: spec.amount: must be a "
+                                     "multiple of 100 for ISK"), row
+    # A later spec change does not retry it: still Failed at the new generation, so the wait still returns.
+    (await kubectl("patch", "pi", "order-krona", "--type", "merge", "-p", '{"spec":{"description":"later"}}')).ok()
+    await kube.wait_pi(running.namespace, "order-krona", lambda o: o["status"].get("observedGeneration") == 2,
+                       what="generation 2")
+    (await kubectl("wait", "pi/order-krona", "--for=condition=Failed", "--timeout=15s", timeout=30.0)).ok()
+
+    # A refund kubepay refuses still shows the amount asked for.
+    await pay(sandbox.stripe_client(), kube, running, "order-paid", {"orderId": "1113", "amount": 1200,
+                                                                      "currency": "usd"})
+    too_much = yaml.safe_load(EXAMPLE_REFUND.read_text())
+    too_much["metadata"]["name"] = "too-much"
+    too_much["spec"].update({"paymentIntentName": "order-paid", "amount": 5000})
+    (await kubectl("apply", "-f", "-", stdin=yaml.safe_dump(too_much))).ok()
+    (await kubectl("wait", "pr/too-much", "--for=condition=Failed", "--timeout=30s", timeout=45.0)).ok()
+    header, row = await kubectl.row_until("pr", "too-much", {"PHASE": "Failed"})
+    assert header == PR_COLUMNS
+    assert (row["PAYMENT"], row["AMOUNT"], row["STRIPE ID"]) == ("order-paid", "5000", ""), row

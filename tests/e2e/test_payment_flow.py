@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from kubepay.sandbox.stack import Sandbox
@@ -41,7 +42,8 @@ async def test_paid_payment_flows_to_stripe_postgres_and_kafka(
     assert client_secret == intent["client_secret"]
     assert secret.metadata.owner_references[0].uid == uid
     assert client_secret not in json.dumps(status)
-    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "False", "Synced": "True"}
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Failed": "False", "Ready": "False",
+                                                                       "Synced": "True"}
 
     row = await wait_for(lambda: payment_row(running.tenant.database_url, uid), what="payments row")
     assert (row["status"], row["amount"], row["currency"], row["order_id"]) == ("pending", 1200, "usd", "1111")
@@ -70,7 +72,12 @@ async def test_paid_payment_flows_to_stripe_postgres_and_kafka(
     assert order.value["status"] == "COMPLETED"
     assert order.value["event_type"] == "OrderStatusUpdated"
 
-    await kube.wait_events(ns, "order-1111", {"StripeIntentCreated", "Succeeded"})
+    events = await kube.wait_events(ns, "order-1111", {"StripeIntentCreated", "Succeeded"})
+    for event in events:  # as `kubectl describe` shows them: From kubepay-controller, a sentence each
+        assert (event.reporting_component, event.source.component) == ("kubepay-controller", "kubepay-controller")
+        assert re.fullmatch(r"[A-Z].*[.!?]", event.message), event.message
+    assert re.fullmatch(r"The phase (changed from Pending to|is) Succeeded \(Stripe: succeeded\)\.",
+                        {e.reason: e.message for e in events}["Succeeded"])
     for process in (running.operator, running.webhook):
         assert client_secret not in process.logs()
         assert running.tenant.webhook_secret not in process.logs()
@@ -102,6 +109,9 @@ async def test_declined_card_fails_the_payment_and_cancels_the_order(
 
     pi = await kube.phase_is(ns, "order-2222", "Failed")
     assert pi["status"]["failure"]["code"] == "card_declined"
+    # Declined, but the customer may pay again with another card: not Failed for good.
+    failed = {c["type"]: c for c in pi["status"]["conditions"]}["Failed"]
+    assert (failed["status"], failed["reason"]) == ("False", "Retryable")
     row = await wait_for(lambda: _row_with_status(running, created["metadata"]["uid"], "failed"),
                          what="row failed")
     assert row["failure_code"]
@@ -109,4 +119,6 @@ async def test_declined_card_fails_the_payment_and_cancels_the_order(
     assert failed.value["code"] and failed.value["reason"]
     [order] = await messages(sandbox.kafka, topics.order_status, "2222", 1)
     assert order.value["status"] == "CANCELLED"
-    await kube.wait_events(ns, "order-2222", {"Failed"}, type_="Warning")
+    [declined] = await kube.wait_events(ns, "order-2222", {"Failed"}, type_="Warning")
+    assert re.fullmatch(r"The phase (changed from Pending to|is) Failed \(Stripe: requires_payment_method\)\. "
+                        r"Your card was declined\.", declined.message), declined.message

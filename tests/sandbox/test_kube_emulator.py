@@ -498,6 +498,76 @@ async def test_server_validates_prunes_and_defaults(http: aiohttp.ClientSession)
     assert status == 422
 
 
+async def test_go_patterns_end_at_the_end_of_the_text(http: aiohttp.ClientSession) -> None:
+    """The API server evaluates `pattern` with Go's RE2, whose `$` does not match before a final newline."""
+    status, error = await request(http, "POST", WIDGETS, widget("nl", code="abc\n"))
+    assert status == 422
+    assert error["message"] == (
+        'Widget.example.com "nl" is invalid: spec.code: Invalid value: "abc\\n": spec.code in body should match '
+        "'^[a-z]{3}$'")
+
+
+SECRETS = "/api/v1/namespaces/default/secrets"
+LABEL_VALUE_RULE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start "
+    "and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation "
+    "is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+
+
+async def test_labels_and_annotations_are_validated_as_the_api_server_does(http: aiohttp.ClientSession) -> None:
+    long_value = "order-" + "x" * 64
+    status, error = await request(http, "POST", SECRETS, {
+        "metadata": {"name": "s1", "labels": {"kubepay.io/payment-intent": long_value}}})
+    assert (status, error["reason"], error["code"]) == (422, "Invalid", 422)
+    assert error["message"] == (
+        f'Secret "s1" is invalid: metadata.labels: Invalid value: "{long_value}": must be no more than 63 characters')
+    assert error["details"] == {"name": "s1", "group": "", "kind": "Secret", "causes": [
+        {"reason": "FieldValueInvalid", "field": "metadata.labels",
+         "message": f'Invalid value: "{long_value}": must be no more than 63 characters'}]}
+
+    status, error = await request(http, "POST", WIDGETS, {**widget("w9"), "metadata": {
+        "name": "w9", "labels": {"team": "-payments"}, "annotations": {"a/b/c": "x"}}})
+    assert status == 422
+    assert [(c["field"], c["message"]) for c in error["details"]["causes"]] == [
+        ("metadata.labels", f'Invalid value: "-payments": {LABEL_VALUE_RULE}'),
+        ("metadata.annotations", 'Invalid value: "a/b/c": a qualified name must consist of alphanumeric characters, '
+         "'-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  "
+         "or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional "
+         "DNS subdomain prefix and '/' (e.g. 'example.com/MyName')")]
+
+    await create(http, SECRETS, {"metadata": {"name": "s1", "labels": {"kubepay.io/payment-intent": "x" * 63, "e": ""},
+                                              "annotations": {"Example.com/Name": long_value * 4}}})
+    status, error = await request(http, "PATCH", f"{SECRETS}/s1", {"metadata": {"labels": {"bad key": "v"}}}, MERGE)
+    assert status == 422 and error["details"]["causes"][0]["field"] == "metadata.labels"
+
+
+async def test_a_denying_admission_policy_refuses_writes_with_422(
+        http: aiohttp.ClientSession, emu: KubeEmulator) -> None:
+    emu.deny("secrets", "default", "Secrets here need the label team")
+    status, error = await request(http, "POST", SECRETS, {"metadata": {"name": "s2"}})
+    assert (status, error["reason"]) == (422, "Invalid")
+    assert error["message"] == ("secrets \"s2\" is forbidden: ValidatingAdmissionPolicy 'kubepay-test' with binding "
+                                "'kubepay-test' denied request: Secrets here need the label team")
+    emu.deny("secrets", "default", None)
+    await create(http, SECRETS, {"metadata": {"name": "s2"}})
+
+
+async def test_printer_columns_read_conditions_by_type(http: aiohttp.ClientSession) -> None:
+    pis = "/apis/kubepay.io/v1alpha1/namespaces/default/paymentintents"
+    await create(http, pis, {"apiVersion": "kubepay.io/v1alpha1", "kind": "PaymentIntent", "metadata": {"name": "p"},
+                             "spec": {"orderId": "1", "amount": 100, "currency": "usd"}})
+    conditions = [{"type": "Synced", "status": "True", "message": "in step"},
+                  {"type": "Ready", "status": "False", "message": "Stripe reports requires_payment_method."}]
+    await request(http, "PATCH", f"{pis}/p/status", {"status": {"conditions": conditions, "amountReceived": 0}},
+                  MERGE)
+    _, table = await request(http, "GET", pis, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    [row] = table["rows"]
+    cells = dict(zip([c["name"] for c in table["columnDefinitions"]], row["cells"], strict=True))
+    assert (cells["Ready"], cells["Synced"], cells["Received"], cells["Refunded"]) == ("False", "True", 0, None)
+    assert cells["Message"] == "Stripe reports requires_payment_method."
+    assert {c["name"]: c["priority"] for c in table["columnDefinitions"]}["Message"] == 1
+
+
 # --------------------------------------------------------------------------------------------------
 # Deletion, finalizers, garbage collection
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def test_examples_are_valid(path: Path) -> None:
     (_with(amount=100_000_000), "spec.amount", "less than or equal to 99999999"),
     (_with(currency="US"), "spec.currency", "^[a-z]{3}$"),
     (_with(currency="USD"), "spec.currency", "^[a-z]{3}$"),
+    (_with(currency="usd\n"), "spec.currency", "^[a-z]{3}$"),  # Go's `$` is the end of the text
     (_with(orderId=None), "spec.orderId", "Required value"),
     (_with(orderId=""), "spec.orderId", "at least 1"),
     (_with(captureMethod="later"), "spec.captureMethod", "automatic"),
@@ -60,7 +61,8 @@ def _walk(schema: dict[str, Any], path: str) -> list[str]:
 def test_every_field_has_a_description_for_kubectl_explain() -> None:
     version = CRD["spec"]["versions"][0]
     assert _walk(version["schema"]["openAPIV3Schema"], "") == []
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Order", "Amount", "Currency", "Phase", "Stripe ID", "Age"]
+    assert [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]] == [
+        ("Order", 0), ("Amount", 0), ("Currency", 0), ("Phase", 0), ("Ready", 0), ("Synced", 0), ("Stripe ID", 0),
+        ("Age", 0), ("Stripe Amount", 1), ("Received", 1), ("Refunded", 1), ("Message", 1)]
     assert CRD["spec"]["names"]["shortNames"] == ["pi"]
     assert version["subresources"] == {"status": {}}

@@ -1,4 +1,4 @@
-"""KUBEPAY_E2E_KUBECONFIG / _CONTEXT / _STRIPE_KEY: which real things the e2e suite uses, and the refusals."""
+"""KUBEPAY_E2E_KUBECONFIG / _CONTEXT / _STRIPE_KEY / _REAL: which real things the e2e suite uses, and the refusals."""
 
 from __future__ import annotations
 
@@ -52,6 +52,17 @@ def test_anything_but_a_test_secret_key_is_refused_without_echoing_it(key: str) 
         Targets.from_env({"KUBEPAY_E2E_STRIPE_KEY": key})
     assert "KUBEPAY_E2E_STRIPE_KEY" in str(raised.value) and "sk_test_" in str(raised.value)
     assert key not in str(raised.value)
+
+
+def test_real_parts_are_a_local_control_plane_and_apache_kafka(tmp_path: Path) -> None:
+    targets = Targets.from_env({"KUBEPAY_E2E_REAL": "1"})
+    assert targets.real_parts and targets.real_kube and not targets.real_stripe
+    assert targets.describe() == "Kubernetes: a local control plane and Apache Kafka; Stripe: the Stripe fake"
+    assert not Targets.from_env({"KUBEPAY_E2E_REAL": "0"}).real_parts
+    with pytest.raises(TargetsError, match="KUBEPAY_E2E_REAL must be 1 or 0, not 'yes'"):
+        Targets.from_env({"KUBEPAY_E2E_REAL": "yes"})
+    with pytest.raises(TargetsError, match="KUBEPAY_E2E_REAL=1 starts a control plane; KUBEPAY_E2E_KUBECONFIG"):
+        Targets.from_env({"KUBEPAY_E2E_REAL": "1", "KUBEPAY_E2E_KUBECONFIG": str(_kubeconfig(tmp_path / "c"))})
 
 
 def test_unusable_cluster_settings_are_refused(tmp_path: Path) -> None:

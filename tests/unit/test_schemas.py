@@ -69,7 +69,8 @@ def test_sample_order_matches_the_schema_and_is_parsed_exactly() -> None:
 
 
 @pytest.mark.parametrize(("total", "currency", "minor"), [
-    ("19.99", "USD", 1999), ("0.29", "usd", 29), ("1200", "JPY", 1200), ("1.234", "KWD", 1234), ("12", "EUR", 1200),
+    ("19.99", "USD", 1999), ("0.29", "usd", 29), ("1200", "JPY", 1200), ("1.230", "KWD", 1230), ("12", "EUR", 1200),
+    ("5", "ISK", 500), ("5000", "UGX", 500000), ("10.45", "HUF", 1045), ("800.45", "TWD", 80045),
 ])
 def test_totals_become_minor_units_without_floats(total: str, currency: str, minor: int) -> None:
     assert parse_order(json.dumps({**SAMPLE_ORDER, "total": total, "currency": currency}).encode()).amount_minor \
@@ -86,6 +87,11 @@ def test_totals_become_minor_units_without_floats(total: str, currency: str, min
     (json.dumps({**SAMPLE_ORDER, "total": "0"}).encode(), "total: must be greater than zero"),
     (json.dumps({**SAMPLE_ORDER, "total": "abc"}).encode(), "total: amount 'abc' is not a decimal number"),
     (json.dumps({**SAMPLE_ORDER, "currency": "dollars"}).encode(), "currency: must be a three-letter"),
+    (json.dumps({**SAMPLE_ORDER, "currency": "usd\n"}).encode(), "currency: must be a three-letter"),
+    (json.dumps({**SAMPLE_ORDER, "total": "5.50", "currency": "ISK"}).encode(),
+     "total: must be a multiple of 100 for ISK: Stripe takes ISK in whole units"),
+    (json.dumps({**SAMPLE_ORDER, "total": "1.234", "currency": "KWD"}).encode(),
+     "total: must be a multiple of 10 for KWD: Stripe needs the last digit of a three-decimal amount to be 0"),
     (json.dumps({k: v for k, v in SAMPLE_ORDER.items() if k != "order_id"}).encode(), "order_id: must be"),
 ])
 def test_unusable_orders_are_poison_with_a_reason(value: bytes, reason: str) -> None:

@@ -22,13 +22,14 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay import identity, orders
+from kubepay import identity, labels, orders
 from kubepay.kube_client import (
     GROUP,
     PAYMENT_INTENTS,
     PAYMENT_REFUNDS,
     VERSION,
     Conflict,
+    Invalid,
     KubeClient,
     KubeUnavailable,
     NotFound,
@@ -160,8 +161,9 @@ def _amount(body: dict[str, Any], currency: str | None, problems: dict[str, str]
         return None
     if currency is None:
         return None
-    # Minor units go through their decimal form, so every currency rule of orders.parse_amount applies to both.
-    return orders.parse_amount(to_decimal_string(raw, currency) if name == "amount" else raw, currency, name)
+    if name == "amount":
+        return orders.check_minor(raw, currency, name)
+    return orders.parse_amount(raw, currency, name)
 
 
 def _amounts(name: str, minor: int, currency: str) -> dict[str, Any]:
@@ -197,7 +199,9 @@ async def create_intent(request: web.Request) -> web.Response:
     except orders.OrderConflict as exc:
         meta = exc.existing["metadata"]
         return error(409, str(exc), name=meta["name"], payment_id=str(identity.payment_id(meta["uid"])))
-    except ApiException as exc:  # the API server refused the resource itself (schema validation)
+    except Invalid as exc:  # the API server refused the resource itself (schema validation)
+        return error(422, f"Kubernetes refused the PaymentIntent: {exc}", fields={})
+    except ApiException as exc:
         return error(422, f"Kubernetes refused the PaymentIntent: {exc.reason}", fields={})
     meta = resource["metadata"]
     name, payment_id = meta["name"], str(identity.payment_id(meta["uid"]))
@@ -332,14 +336,15 @@ async def create_refund(request: web.Request) -> web.Response:
         spec["amount"] = amount
     if reason is not None:
         spec["reason"] = reason
+    parent_labels, parent_annotations = labels.naming(labels.PAYMENT_INTENT, row.resource_name)
     manifest: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "PaymentRefund",
         "metadata": {
             "name": f"{row.resource_name}-refund-{suffix}",
             "namespace": row.resource_namespace,
-            "labels": {orders.SOURCE_LABEL: "api", "kubepay.io/payment-intent": row.resource_name},
-            "annotations": {"kubepay.io/idempotency-key": key} if key else {},
+            "labels": {orders.SOURCE_LABEL: "api", **parent_labels},
+            "annotations": {**parent_annotations, **({"kubepay.io/idempotency-key": key} if key else {})},
         },
         "spec": spec,
     }
@@ -357,6 +362,8 @@ async def create_refund(request: web.Request) -> web.Response:
             return error(409, "this Idempotency-Key was used for a different refund",
                          name=existing["metadata"]["name"])
         return web.json_response(_refund_json(existing, row), status=200)
+    except Invalid as exc:
+        return error(422, f"Kubernetes refused the PaymentRefund: {exc}", fields={})
     except ApiException as exc:
         return error(422, f"Kubernetes refused the PaymentRefund: {exc.reason}", fields={})
     log.info("refund %s requested for payment %s", manifest["metadata"]["name"], payment_id)

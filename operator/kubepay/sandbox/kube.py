@@ -338,6 +338,35 @@ def _schema_error(error: jsonschema.ValidationError) -> list[_FieldError]:
     return [_FieldError(field, "FieldValueInvalid", f"Invalid value: {_go_value(value)}: {error.message}")]
 
 
+def _go_regex(pattern: str) -> str:
+    """A Go RE2 pattern (what the API server evaluates) as a Python one: Go's `$` is the end of the text,
+    Python's also matches before a final newline, so `^[a-z]{3}$` would let "usd\\n" through."""
+    out: list[str] = []
+    escaped = in_class = False
+    for char in pattern:
+        if escaped:
+            out.append("Z" if char == "z" else char)  # Go's \z is Python's \Z
+            escaped = False
+        elif char == "\\":
+            out.append(char)
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+            out.append(char)
+        else:
+            in_class = char == "["
+            out.append(r"\Z" if char == "$" else char)
+    return "".join(out)
+
+
+def _go_pattern(
+    validator: jsonschema.protocols.Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if validator.is_type(instance, "string") and not re.search(_go_regex(pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_SCHEMA_VALIDATOR: Final = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _go_pattern})
 _TRANSITION_RULES: Final = frozenset({"self==oldSelf", "oldSelf==self"})
 
 
@@ -374,7 +403,7 @@ def _validation_errors(
     properties.pop("metadata", None)  # ObjectMeta is validated by the server's own rules
     schema["properties"] = properties
     instance = {key: value for key, value in obj.items() if key != "metadata"}
-    validator = jsonschema.Draft4Validator(_to_jsonschema(schema))
+    validator = _SCHEMA_VALIDATOR(_to_jsonschema(schema))
     errors: list[_FieldError] = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path]):
         for field_error in _schema_error(error):
@@ -402,6 +431,80 @@ def validate_custom_resource(
     ``metadata`` is not checked against the schema (the server validates ObjectMeta itself).
     """
     return [error.text for error in _validation_errors(crd, obj, old)]
+
+
+_LABEL_VALUE: Final = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_QUALIFIED_NAME: Final = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_ANNOTATIONS_MAX_BYTES: Final = 256 * 1024
+
+
+def _regex_error(message: str, pattern: str, *examples: str) -> str:
+    """apimachinery's validation.RegexError, byte for byte (its doubled spaces included)."""
+    shown = "".join(f"'{example}', " + (" or " if i < len(examples) - 1 else "") for i, example in enumerate(examples))
+    return f"{message} (e.g. {shown}regex used for validation is '{pattern}')"
+
+
+_QUALIFIED_NAME_ERROR: Final = _regex_error(
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+    "character", _QUALIFIED_NAME.pattern, "MyName", "my.name", "123-abc")
+_LABEL_VALUE_ERROR: Final = _regex_error(
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must "
+    "start and end with an alphanumeric character", _LABEL_VALUE.pattern, "MyValue", "my_value", "12345")
+_SUBDOMAIN_ERROR: Final = _regex_error(
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must "
+    "start and end with an alphanumeric character", _DNS1123_SUBDOMAIN.pattern.strip("^$"), "example.com")
+
+
+def _qualified_name_problems(key: str) -> builtins.list[str]:
+    """apimachinery's IsQualifiedName: label keys and (lower-cased) annotation keys."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return [f"a qualified name {_QUALIFIED_NAME_ERROR} with an optional DNS subdomain prefix and '/' "
+                "(e.g. 'example.com/MyName')"]
+    problems: builtins.list[str] = []
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            problems.append("prefix part must be non-empty")
+        else:
+            if len(prefix) > 253:
+                problems.append("prefix part must be no more than 253 characters")
+            if not _DNS1123_SUBDOMAIN.fullmatch(prefix):
+                problems.append(f"prefix part {_SUBDOMAIN_ERROR}")
+    if not name:
+        problems.append("name part must be non-empty")
+    elif len(name) > 63:
+        problems.append("name part must be no more than 63 characters")
+    if not _QUALIFIED_NAME.fullmatch(name):
+        problems.append(f"name part {_QUALIFIED_NAME_ERROR}")
+    return problems
+
+
+def _metadata_errors(meta: Mapping[str, Any]) -> builtins.list[_FieldError]:
+    """The API server's ObjectMeta rules for labels and annotations (ValidateLabels, ValidateAnnotations)."""
+    errors: builtins.list[_FieldError] = []
+    labels = meta.get("labels") or {}
+    for key in sorted(labels):
+        value = str(labels[key])
+        for problem in _qualified_name_problems(key):
+            errors.append(_FieldError("metadata.labels", "FieldValueInvalid", f"Invalid value: {_go_value(key)}: "
+                                      f"{problem}"))
+        value_problems = ["must be no more than 63 characters"] if len(value) > 63 else []
+        if not _LABEL_VALUE.fullmatch(value):
+            value_problems.append(_LABEL_VALUE_ERROR)
+        for problem in value_problems:
+            errors.append(_FieldError("metadata.labels", "FieldValueInvalid", f"Invalid value: {_go_value(value)}: "
+                                      f"{problem}"))
+    annotations = meta.get("annotations") or {}
+    for key in sorted(annotations):
+        for problem in _qualified_name_problems(key.lower()):
+            errors.append(_FieldError("metadata.annotations", "FieldValueInvalid",
+                                      f"Invalid value: {_go_value(key)}: {problem}"))
+    if sum(len(k) + len(str(v)) for k, v in annotations.items()) > _ANNOTATIONS_MAX_BYTES:
+        errors.append(_FieldError("metadata.annotations", "FieldValueTooLong",
+                                  f"Too long: may not be more than {_ANNOTATIONS_MAX_BYTES} bytes"))
+    return errors
 
 
 def _normalize(schema: Any, value: Any) -> Any:
@@ -795,14 +898,22 @@ def _human_age(timestamp: str | None) -> str:
     return f"{max(seconds, 0)}s"
 
 
+_JSON_PATH_PART: Final = re.compile(r"""\[\?\(@\.([\w.-]+)\s*==\s*["']([^"']*)["']\)\]|\[(\d+)\]|([^.\[\]]+)""")
+
+
 def _json_path(obj: Any, path: str) -> Any:
+    """The printer columns' JSONPath: fields, indexes and `[?(@.type=="Ready")]` filters (first match)."""
     node = obj
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path.strip().strip("{}").lstrip(".")):
-        if part.startswith("["):
-            index = int(part[1:-1])
-            node = node[index] if isinstance(node, list) and index < len(node) else None
+    for match in _JSON_PATH_PART.finditer(path.strip().strip("{}").lstrip(".")):
+        key, wanted, index, field = match.groups()
+        if key is not None:
+            found = [item for item in node if isinstance(item, Mapping) and str(item.get(key)) == wanted] if (
+                isinstance(node, list)) else []
+            node = found[0] if found else None
+        elif index is not None:
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
         else:
-            node = node.get(part) if isinstance(node, Mapping) else None
+            node = node.get(field) if isinstance(node, Mapping) else None
     return node
 
 
@@ -958,6 +1069,7 @@ class KubeEmulator:
         self._history: collections.deque[_Event] = collections.deque(maxlen=max(1, history_limit))
         self._history_floor = 0  # the newest resourceVersion dropped from the history
         self._watchers: set[_Watcher] = set()
+        self._denials: dict[tuple[str, str], str] = {}  # (plural, namespace) -> an admission policy's message
         self._rv = 0
         self._port: int | None = None
         self._runner: aiohttp.web.ServerRunner | None = None
@@ -1561,7 +1673,7 @@ class KubeEmulator:
     def _check_name(self, res: _Resource, name: str) -> None:
         label = res.plural == "namespaces"
         pattern, limit = (_DNS1123_LABEL, 63) if label else (_DNS1123_SUBDOMAIN, 253)
-        if len(name) > limit or not pattern.match(name):
+        if len(name) > limit or not pattern.fullmatch(name):
             kind = "RFC 1123 label" if label else "RFC 1123 subdomain"
             chars = "'-'" if label else "'-' or '.'"
             detail = (
@@ -1570,6 +1682,27 @@ class KubeEmulator:
                 f"character (regex used for validation is '{pattern.pattern.strip('^$')}')"
             )
             raise _ApiError.invalid(res, name, [_FieldError("metadata.name", "FieldValueInvalid", detail)])
+
+    def deny(self, plural: str, namespace: str, message: str | None) -> None:
+        """Refuse creates and updates of `plural` objects in `namespace` as a ValidatingAdmissionPolicy denying
+        them would (422 Invalid with the policy's message); `None` lifts the denial."""
+        if message is None:
+            self._denials.pop((plural, namespace), None)
+        else:
+            self._denials[(plural, namespace)] = message
+
+    def _check_policies(self, res: _Resource, obj: JsonDict) -> None:
+        meta = obj["metadata"]
+        message = self._denials.get((res.plural, str(meta.get("namespace"))))
+        if message is not None:
+            name = meta.get("name", "")
+            raise _ApiError(
+                422,
+                "Invalid",
+                f'{res.store_key} "{name}" is forbidden: ValidatingAdmissionPolicy \'kubepay-test\' with binding '
+                f"'kubepay-test' denied request: {message}",
+                {"name": name, "group": res.group, "kind": res.plural},
+            )
 
     def _prepare(
         self,
@@ -1580,6 +1713,10 @@ class KubeEmulator:
         params: Mapping[str, str] | None = None,
     ) -> JsonDict:
         """The server-side processing common to creates and updates: conversions, pruning, validation."""
+        if errors := _metadata_errors(obj["metadata"]):
+            raise _ApiError.invalid(res, obj["metadata"].get("name", ""), errors)
+        if not status_only:
+            self._check_policies(res, obj)
         if res.crd is not None:
             self._check_fields(res, obj, status_only, (params or {}).get("fieldValidation") or "Warn")
         if res.plural == "secrets":

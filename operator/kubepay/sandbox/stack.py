@@ -4,7 +4,9 @@ One harness serves the tests, `kubepay sandbox`, `make demo` and the benchmarks.
 takes a Tenant: its own database (migrated), topics, namespace and webhook secret, so parallel
 users never see each other's data. With :class:`~kubepay.sandbox.targets.Targets` naming a real
 cluster and/or Stripe test mode (the e2e suite's KUBEPAY_E2E_* settings), those replace the emulator
-and/or the fake; nothing else changes.
+and/or the fake; nothing else changes. With ``real_parts`` the sandbox starts a real control plane
+(:mod:`~kubepay.sandbox.realcluster`) and Apache Kafka itself, and kubepay runs with its production
+Kafka settings.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from stripe import AIOHTTPClient, HTTPClient, RequestsClient, StripeClient
 
 from kubepay import migrate
 from kubepay.config import Topics
+from kubepay.sandbox.apache_kafka import ApacheKafka
 from kubepay.sandbox.certs import write_self_signed
 from kubepay.sandbox.child import free_port
 from kubepay.sandbox.kafka import KafkaBroker
 from kubepay.sandbox.kube import KubeEmulator
 from kubepay.sandbox.postgres import PostgresServer
 from kubepay.sandbox.processes import KubepayProcess
+from kubepay.sandbox.realcluster import RealCluster
 from kubepay.sandbox.stripe_fake import StripeFake
 from kubepay.sandbox.targets import Targets, TargetsError, tenant_kubeconfig
 
@@ -91,9 +95,10 @@ class Sandbox:
         self.targets = targets or Targets()
         self.workdir = Path(tempfile.mkdtemp(prefix="kubepay-sandbox-"))
         self.postgres = PostgresServer()
-        self.kafka = KafkaBroker()
+        self.kafka = ApacheKafka() if self.targets.real_parts else KafkaBroker()
         self._stripe = None if self.targets.real_stripe else StripeFake()
         self._kube = None if self.targets.real_kube else KubeEmulator(sorted(CRD_DIR.glob("*.yaml")))
+        self.control_plane = RealCluster(sorted(CRD_DIR.glob("*.yaml"))) if self.targets.real_parts else None
         self.kubeconfig = self.workdir / "kubeconfig"
         self._cluster: client.ApiClient | None = None  # a real cluster's API client
         self._namespaces: set[str] = set()  # tenant namespaces made in a real cluster, deleted by release()
@@ -113,7 +118,8 @@ class Sandbox:
         """The Kubernetes API emulator (stop/start, get, ...); not against a real cluster."""
         if self._kube is None:
             raise RuntimeError("sandbox.kube is the Kubernetes API emulator, but this run uses a real cluster "
-                               "(KUBEPAY_E2E_KUBECONFIG): mark the test @pytest.mark.needs_emulator")
+                               "(KUBEPAY_E2E_KUBECONFIG or KUBEPAY_E2E_REAL): "
+                               "mark the test @pytest.mark.needs_emulator")
         return self._kube
 
     @property
@@ -138,10 +144,12 @@ class Sandbox:
 
     async def start(self) -> None:
         try:
-            if self.targets.real_kube:
+            if self.targets.real_kube and self.control_plane is None:
                 await self._connect_cluster()  # first: a cluster without the CRDs fails before anything starts
             await asyncio.gather(self.postgres.start(), self.kafka.start(),
-                                 *(c.start() for c in (self._stripe, self._kube) if c is not None))
+                                 *(c.start() for c in (self._stripe, self._kube, self.control_plane) if c is not None))
+            if self.control_plane is not None:
+                await self._connect_cluster()
         except BaseException:
             await self.stop()
             raise
@@ -153,7 +161,8 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 await self._delete_namespace(namespace)
         await asyncio.gather(
-            self.postgres.close(), self.kafka.stop(), *(c.stop() for c in (self._stripe, self._kube) if c is not None),
+            self.postgres.close(), self.kafka.stop(),
+            *(c.stop() for c in (self._stripe, self._kube, self.control_plane) if c is not None),
             return_exceptions=True
         )
         if self._stripe_http is not None:
@@ -180,9 +189,15 @@ class Sandbox:
 
     # -- a real cluster ------------------------------------------------------------------------------
 
+    @property
+    def _cluster_kubeconfig(self) -> Path:
+        """The real cluster's kubeconfig: the one the sandbox started, or KUBEPAY_E2E_KUBECONFIG's."""
+        source = self.control_plane.kubeconfig if self.control_plane is not None else self.targets.kubeconfig
+        assert source is not None
+        return source
+
     async def _connect_cluster(self) -> None:
-        assert self.targets.kubeconfig is not None
-        tenant_kubeconfig(self.targets.kubeconfig, self.targets.context, "default", self.kubeconfig)
+        tenant_kubeconfig(self._cluster_kubeconfig, self.targets.context, "default", self.kubeconfig)
         cfg = client.Configuration()
         await config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
         self._cluster = client.ApiClient(cfg)
@@ -236,15 +251,14 @@ class Sandbox:
             namespace = name
             kubeconfig = self._kube.write_kubeconfig(workdir / "kubeconfig", namespace=namespace)
         else:
-            assert self.targets.kubeconfig is not None
             namespace = f"kubepay-e2e-{name}"
-            kubeconfig = tenant_kubeconfig(self.targets.kubeconfig, self.targets.context, namespace,
+            kubeconfig = tenant_kubeconfig(self._cluster_kubeconfig, self.targets.context, namespace,
                                            workdir / "kubeconfig")
             await self._create_namespace(namespace)
         env = {
             "DATABASE_URL": database_url,
             "KAFKA_BROKER_URL": self.kafka.bootstrap_servers,
-            "KUBEPAY_KAFKA_IDEMPOTENCE": "false",  # the test broker lacks InitProducerId v0+
+            **self._kafka_env(),
             **self.stripe_env(),
             "STRIPE_WEBHOOK_SECRET": webhook_secret,
             "KUBECONFIG": str(kubeconfig),
@@ -260,8 +274,16 @@ class Sandbox:
             "KUBEPAY_API_PORT": str(free_port()),
             "KUBEPAY_API_TOKEN": secrets.token_urlsafe(24),
             "KUBEPAY_API_NAMESPACE": namespace,
-            "KUBEPAY_ORDERS_SESSION_TIMEOUT_MS": "1000",  # the test broker's group joins are slow otherwise
-            "KUBEPAY_ORDERS_HEARTBEAT_MS": "300",
             **{f"KUBEPAY_TOPIC_{key.upper()}": value for key, value in topics.__dict__.items()},
         }
         return Tenant(name, namespace, database_url, topics, webhook_secret, env, workdir)
+
+    def _kafka_env(self) -> dict[str, str]:
+        """Apache Kafka gets kubepay's production settings; tansu needs two concessions."""
+        if isinstance(self.kafka, ApacheKafka):
+            return {}
+        return {
+            "KUBEPAY_KAFKA_IDEMPOTENCE": "false",  # tansu lacks InitProducerId v0+
+            "KUBEPAY_ORDERS_SESSION_TIMEOUT_MS": "1000",  # tansu's group joins are slow otherwise
+            "KUBEPAY_ORDERS_HEARTBEAT_MS": "300",
+        }

@@ -4,6 +4,9 @@ end-to-end tests, a real cluster and/or Stripe test mode when configured:
     KUBEPAY_E2E_KUBECONFIG   a kubeconfig of a cluster with the CRDs installed (`kubectl apply -f crds/`)
     KUBEPAY_E2E_CONTEXT      its context to use (default: the file's current-context)
     KUBEPAY_E2E_STRIPE_KEY   a Stripe test-mode secret key, sk_test_... (anything else is refused)
+    KUBEPAY_E2E_REAL         1: start a real control plane (etcd, kube-apiserver, kube-controller-manager)
+                             and Apache Kafka here (`make real-parts` builds them), instead of the emulator
+                             and tansu; kubepay then runs with its production Kafka settings
 
 PostgreSQL and Kafka stay local, and kubepay's processes still run on this machine (like `kubepay operator`
 run from a laptop against a cluster).
@@ -24,6 +27,7 @@ __all__ = ["Targets", "TargetsError", "tenant_kubeconfig"]
 ENV_KUBECONFIG = "KUBEPAY_E2E_KUBECONFIG"
 ENV_CONTEXT = "KUBEPAY_E2E_CONTEXT"
 ENV_STRIPE_KEY = "KUBEPAY_E2E_STRIPE_KEY"
+ENV_REAL = "KUBEPAY_E2E_REAL"
 # kubeconfig fields holding file names, which are relative to the kubeconfig's folder.
 _FILE_FIELDS = ("certificate-authority", "client-certificate", "client-key", "tokenFile")
 
@@ -37,8 +41,11 @@ class Targets:
     kubeconfig: Path | None = None  # None: the Kubernetes API emulator
     context: str | None = None
     stripe_key: str | None = None  # None: the Stripe fake
+    real_parts: bool = False  # the sandbox starts a real control plane (and Apache Kafka) itself
 
     def __post_init__(self) -> None:
+        if self.real_parts and self.kubeconfig is not None:
+            raise TargetsError(f"{ENV_REAL}=1 starts a control plane; {ENV_KUBECONFIG} names another: set one")
         if self.context and self.kubeconfig is None:
             raise TargetsError(f"{ENV_CONTEXT} is set but {ENV_KUBECONFIG} is not")
         if self.kubeconfig is not None and not self.kubeconfig.is_file():
@@ -50,15 +57,19 @@ class Targets:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Targets:
         env = os.environ if environ is None else environ
         kubeconfig = env.get(ENV_KUBECONFIG, "").strip()
+        real = env.get(ENV_REAL, "").strip()
+        if real not in ("", "0", "1"):
+            raise TargetsError(f"{ENV_REAL} must be 1 or 0, not {real!r}")
         return cls(
             kubeconfig=Path(kubeconfig).expanduser().resolve() if kubeconfig else None,
             context=env.get(ENV_CONTEXT, "").strip() or None,
             stripe_key=env.get(ENV_STRIPE_KEY, "").strip() or None,
+            real_parts=real == "1",
         )
 
     @property
     def real_kube(self) -> bool:
-        return self.kubeconfig is not None
+        return self.kubeconfig is not None or self.real_parts
 
     @property
     def real_stripe(self) -> bool:
@@ -69,7 +80,8 @@ class Targets:
         return self.context or "(current-context)"
 
     def describe(self) -> str:
-        kube = f"context {self.context_name} of {self.kubeconfig}" if self.real_kube else "the API emulator"
+        kube = ("a local control plane and Apache Kafka" if self.real_parts
+                else f"context {self.context_name} of {self.kubeconfig}" if self.real_kube else "the API emulator")
         stripe = "Stripe test mode" if self.real_stripe else "the Stripe fake"
         return f"Kubernetes: {kube}; Stripe: {stripe}"
 

@@ -1,0 +1,76 @@
+"""A write refused for good ends in Synced=False, a Warning event and a metric, never in a retry loop.
+
+Refused for good: the Kubernetes API server's 422 (Invalid), PostgreSQL refusing a row's data
+(StoreRejected), Kafka refusing a message (PublishRejected). Repeating the same write cannot succeed, so
+nothing retries it: kopf handlers stop (`reports_refusals`), the per-resource daemons wait for the next
+change (`daemons.reconcile_forever`). Both report here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import kopf
+
+from kubepay import k8s_events, metrics
+from kubepay.conditions import sentence, set_condition
+from kubepay.kube_client import Invalid, KubeClient
+from kubepay.publisher import PublishRejected
+from kubepay.status_writer import write_status
+from kubepay.store import StoreRejected
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[Any]]
+REFUSED = (Invalid, StoreRejected, PublishRejected)
+Refused = Invalid | StoreRejected | PublishRejected
+# The condition's reason and the metric's target for each kind of refusal.
+_KINDS: dict[type[Exception], tuple[str, str]] = {
+    Invalid: ("Invalid", "kubernetes"), StoreRejected: ("MirrorRefused", "postgres"),
+    PublishRejected: ("MirrorRefused", "kafka"),
+}
+
+
+def message_of(exc: Refused) -> str:
+    if isinstance(exc, Invalid):
+        return sentence(f"The Kubernetes API server refused a write: {exc}")
+    return sentence(str(exc))
+
+
+async def report(kube: KubeClient, plural: str, body: Mapping[str, Any], exc: Refused) -> None:
+    """Warning event, then Synced=False with the refusal's message (unless the status write is refused too)."""
+    meta = body["metadata"]
+    reason, target = _KINDS[type(exc)]
+    message = message_of(exc)
+    metrics.REFUSED_WRITES.labels(target).inc()
+    k8s_events.warn(body, reason, message)
+
+    def compute(current: dict[str, Any]) -> dict[str, Any]:
+        generation = current["metadata"].get("generation")
+        conditions = (current.get("status") or {}).get("conditions")
+        return {"conditions": set_condition(conditions, "Synced", False, reason, message, generation)}
+
+    try:
+        await write_status(kube, plural, meta["namespace"], meta["name"], meta.get("uid"), compute)
+    except Invalid as again:
+        log.error("%s/%s: the API server refuses its status too: %s", meta["namespace"], meta["name"], again)
+
+
+def reports_refusals(plural: str) -> Callable[[Handler], Handler]:
+    """For kopf handlers: a write refused for good is reported once and the handler fails permanently."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(**kwargs: Any) -> Any:
+            try:
+                return await handler(**kwargs)
+            except REFUSED as exc:
+                await report(kwargs["memo"]["runtime"].kube, plural, kwargs["body"], exc)
+                raise kopf.PermanentError(message_of(exc)) from None
+
+        return wrapper
+
+    return decorate
