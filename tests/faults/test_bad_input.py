@@ -288,7 +288,7 @@ def api_cases(token: str, existing_order: str, existing_payment: str) -> list[Ca
         fields("api: amount negative", {"amount": -5}, {"amount": "must be greater than zero"}),
         fields("api: amount above the maximum", {"amount": 100_000_000},
                {"amount": "must be at most 99999999 minor units"}),
-        fields("api: amount of 40 digits", {"amount": 10**40}, {"amount": TOO_LARGE}),
+        fields("api: amount of 40 digits", {"amount": 10**40}, {"amount": "must be at most 99999999 minor units"}),
         fields("api: amount and amount_decimal", {"amount_decimal": "19.99"}, {"amount": one_amount + ", not both"}),
         fields("api: no amount", {}, {"amount": one_amount}, drop=("amount",)),
         fields("api: amount_decimal with three places in USD", {"amount_decimal": "12.345"},
