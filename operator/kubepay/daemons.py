@@ -18,7 +18,7 @@ from kubepay.stripe_gateway import StripeUnavailable
 
 Logger = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
 RETRYABLE = (StripeUnavailable, KubeUnavailable, StoreUnavailable, PublishFailed, Conflict)
-MAX_BACKOFF = 300.0
+MAX_BACKOFF = 30.0  # after an outage, every resource catches up within this long of the return
 
 # A step does the work for the resource's current state and says how long it may then stay idle
 # (None: until the next change).
@@ -26,6 +26,7 @@ Step = Callable[[], Awaitable[float | None]]
 
 
 def backoff(retry: int, base: float = 1.0) -> float:
+    """Exponential, capped at MAX_BACKOFF, jittered so that resources failing together retry apart."""
     return float(min(MAX_BACKOFF, base * 2 ** min(retry, 10)) * random.uniform(0.8, 1.2))
 
 

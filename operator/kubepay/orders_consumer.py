@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 from typing import Any
 
@@ -26,13 +25,13 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepay import dependencies, orders
 from kubepay.config import Settings
+from kubepay.daemons import backoff
 from kubepay.kube_client import Conflict, Invalid, KubeClient, KubeUnavailable
 
 log = logging.getLogger(__name__)
 
 ERROR_HEADER = "kubepay_error"
 SOURCE = "orders-consumer"
-MAX_BACKOFF = 30.0
 
 
 class PoisonMessage(Exception):
@@ -175,7 +174,7 @@ class OrdersConsumer:
                 return await orders.ensure_payment_intent(self._kube, self._settings.orders_namespace, order, SOURCE)
             except (KubeUnavailable, Conflict) as exc:
                 attempt += 1
-                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(attempt, 8)) * random.uniform(0.8, 1.2)
+                delay = backoff(attempt, base=0.5)
                 log.warning("order %s not created yet (%s); retrying in %.1fs", order.order_id, exc, delay)
                 await asyncio.sleep(delay)
 
@@ -197,7 +196,7 @@ class OrdersConsumer:
             except KafkaError as exc:
                 attempt += 1
                 log.warning("dead-lettering failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2 ** min(attempt, 8)))
+                await asyncio.sleep(backoff(attempt, base=0.5))
         log.warning("%s[%d]@%d dead-lettered to %s: %s", record.topic, record.partition, record.offset,
                     self._settings.topics.orders_dlq, reason)
 

@@ -17,6 +17,7 @@ from tests.helpers import Kube
     ({"orderId": "1", "amount": 12.5, "currency": "usd"}, "spec.amount"),
     ({"orderId": "1", "amount": 100, "currency": "US"}, "spec.currency"),
     ({"amount": 100, "currency": "usd"}, "spec.orderId"),
+    ({"orderId": "1\u00001", "amount": 100, "currency": "usd"}, "spec.orderId"),
 ])
 async def test_invalid_spec_is_rejected_with_the_field(tenant: Tenant, kube: Kube, spec: dict[str, Any],
                                                        field: str) -> None:

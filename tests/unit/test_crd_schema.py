@@ -33,6 +33,8 @@ def test_examples_are_valid(path: Path) -> None:
     (_with(currency="usd\n"), "spec.currency", "^[a-z]{3}$"),  # Go's `$` is the end of the text
     (_with(orderId=None), "spec.orderId", "Required value"),
     (_with(orderId=""), "spec.orderId", "at least 1"),
+    (_with(orderId="11\x0011"), "spec.orderId", "^[^\\x00-\\x1F\\x7F]+$"),
+    (_with(userId="user\n42"), "spec.userId", "^[^\\x00-\\x1F\\x7F]*$"),
     (_with(captureMethod="later"), "spec.captureMethod", "automatic"),
 ])
 def test_invalid_resources_are_rejected_naming_the_field(obj: dict[str, Any], field: str, why: str) -> None:
