@@ -590,6 +590,7 @@ async def test_finalizers_delay_deletion_and_owned_objects_are_collected(
                         ) as stream:
         status, marked = await request(http, "DELETE", f"{WIDGETS}/w1")
         assert status == 200 and marked["metadata"]["deletionTimestamp"]
+        assert marked["metadata"]["generation"] == 2, "marking for deletion is a new generation, as in Kubernetes"
         status, still = await request(http, "GET", f"{WIDGETS}/w1")
         assert status == 200 and still["metadata"]["deletionTimestamp"]
         assert emu.get("v1/secrets", "default", "owned") is not None

@@ -1975,6 +1975,8 @@ class KubeEmulator:
             new = copy.deepcopy(old)
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if new["metadata"].get("generation"):  # as the API server's markAsDeleting does
+                new["metadata"]["generation"] += 1
             return self._commit(res, "MODIFIED", new, old)
         self._remove(res, copy.deepcopy(old), old, orphan=orphan)
         return None
