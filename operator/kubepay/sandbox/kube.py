@@ -382,8 +382,8 @@ def _rule_errors(schema: Any, new: Any, old: Any, parts: list[str | int]) -> Ite
                 field_parts += [p for p in str(rule["fieldPath"]).strip(".").split(".") if p]
             message = rule.get("message") or f"failed rule: {rule.get('rule')}"
             yield _FieldError(
-                _field_path(field_parts), "FieldValueInvalid", f'Invalid value: "{_type_name(new)}": {message}'
-            )
+                _field_path(field_parts), "FieldValueInvalid", f"Invalid value: {_go_value(new)}: {message}"
+            )  # the value itself, as kube-apiserver 1.37 prints it (older releases printed its type)
     if isinstance(new, Mapping) and isinstance(old, Mapping):
         properties = schema.get("properties") or {}
         additional = schema.get("additionalProperties")

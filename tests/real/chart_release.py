@@ -1,0 +1,179 @@
+"""The Helm chart installed into a real control plane, its workloads run here as local processes.
+
+There is no kubelet, so no pod ever runs: ``helm install --no-hooks`` installs everything but the migration
+hook, whose Job this module runs locally instead (``kubepay migrate`` with the Job's environment). Each
+Deployment becomes a local ``kubepay`` process with its container's args and environment, resolved as the
+kubelet would (values, Secret and ConfigMap keys, the pod's own fields), authenticated as the Deployment's
+ServiceAccount with a TokenRequest token (a kubeconfig holding the bearer token, as a mounted token is).
+What only a pod has is replaced: the fixed ports by free ones on 127.0.0.1, the mounted admission certificate
+by one for 127.0.0.1, the image's paths by the checkout's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client
+
+from kubepay.sandbox.certs import write_self_signed
+from kubepay.sandbox.child import free_port
+from kubepay.sandbox.kube_controls import service_account_token
+from kubepay.sandbox.processes import KubepayProcess
+from kubepay.sandbox.realcluster import RealCluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "kubepay"
+Json = dict[str, Any]
+
+
+async def run(*argv: str | Path, env: Mapping[str, str] | None = None, timeout: float = 120.0) -> str:
+    """A command's stdout; its stderr in the failure."""
+    process = await asyncio.create_subprocess_exec(
+        *map(str, argv), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode == 0, f"{' '.join(map(str, argv))} exited {process.returncode}:\n{err.decode()}"
+    return out.decode()
+
+
+@dataclass
+class Workload:
+    """A Deployment (or the migration Job) as the kubelet would start its first container."""
+
+    component: str
+    service_account: str
+    command: str
+    env: list[Json]
+    env_from: list[Json]
+
+
+def workload(obj: Json) -> Workload:
+    pod = obj["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    return Workload(obj["metadata"]["labels"]["app.kubernetes.io/component"], pod.get("serviceAccountName", ""),
+                    container["args"][0], container.get("env", []), container.get("envFrom", []))
+
+
+@dataclass
+class Release:
+    """`helm install --no-hooks` of helm/kubepay into a real control plane, and what it made."""
+
+    cluster: RealCluster
+    helm: Path
+    name: str
+    namespace: str
+    workdir: Path
+
+    async def install(self, values: Json) -> None:
+        values_file = self.workdir / "values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        await self.helm_command("install", self.name, CHART, "--namespace", self.namespace, "--create-namespace",
+                                "--no-hooks", "--values", values_file)
+
+    async def helm_command(self, *args: str | Path) -> str:
+        return await run(self.helm, "--kubeconfig", self.cluster.kubeconfig, *args,
+                         env={"HELM_CACHE_HOME": str(self.workdir / "helm-cache"),
+                              "HELM_CONFIG_HOME": str(self.workdir / "helm-config"),
+                              "HELM_DATA_HOME": str(self.workdir / "helm-data")})
+
+    async def hooks(self) -> list[Json]:
+        """The hook manifests Helm recorded but did not run (--no-hooks)."""
+        text = await self.helm_command("get", "hooks", self.name, "--namespace", self.namespace)
+        return [doc for doc in yaml.safe_load_all(text) if doc]
+
+    async def workloads(self, api: client.ApiClient) -> dict[str, Workload]:
+        """The release's Deployments by component (controller, receiver, api)."""
+        listing = await client.AppsV1Api(api).list_namespaced_deployment(
+            self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}")
+        return {w.component: w for w in (workload(api.sanitize_for_serialization(d)) for d in listing.items)}
+
+    async def migrate(self, api: client.ApiClient) -> str:
+        """Run the pre-install hook's `kubepay migrate` here, with the Job's environment; returns its output."""
+        hooks = await self.hooks()
+        [job] = [h for h in hooks if h["kind"] == "Job"]
+        hook_secrets = {h["metadata"]["name"]: _secret_data(h) for h in hooks if h["kind"] == "Secret"}
+        env = await self.environment(api, workload(job), hook_secrets)
+        return await run(sys.executable, "-m", "kubepay", workload(job).command, env=env)
+
+    async def environment(self, api: client.ApiClient, work: Workload,
+                          extra_secrets: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+        """The container's environment as the kubelet resolves it in the release namespace, plus the local
+        replacements for what only a pod has."""
+        core = client.CoreV1Api(api)
+        secrets: dict[str, Mapping[str, str]] = dict(extra_secrets or {})
+        for item in (await core.list_namespaced_secret(self.namespace)).items:
+            secrets.setdefault(item.metadata.name, _secret_data(api.sanitize_for_serialization(item)))
+        config_maps = {item.metadata.name: item.data or {}
+                       for item in (await core.list_namespaced_config_map(self.namespace)).items}
+        pod_fields = {"metadata.name": f"{self.name}-{work.component}-local", "metadata.namespace": self.namespace,
+                      "spec.serviceAccountName": work.service_account}
+        env: dict[str, str] = {}
+        for source in work.env_from:
+            found = secrets if "secretRef" in source else config_maps
+            ref = source.get("secretRef") or source.get("configMapRef") or {}
+            env.update({source.get("prefix", "") + k: v for k, v in found.get(ref["name"], {}).items()})
+        for entry in work.env:
+            value = _resolve(entry, secrets, config_maps, pod_fields)
+            if value is not None:
+                env[entry["name"]] = value
+        return _local(env)
+
+    async def start(self, api: client.ApiClient, work: Workload, env: Mapping[str, str]) -> KubepayProcess:
+        """The workload as a local process with `env` (see :meth:`environment`), authenticated as its
+        ServiceAccount with a TokenRequest token."""
+        token = await service_account_token(api, self.namespace, work.service_account, create=False)
+        user = f"system:serviceaccount:{self.namespace}:{work.service_account}"
+        kubeconfig = self.cluster.token_kubeconfig(self.workdir / f"{work.component}.kubeconfig", token, user,
+                                                   self.namespace)
+        port = {"webhook": "PAYMENT_HTTP_PORT", "api": "KUBEPAY_API_PORT"}.get(work.command, "KUBEPAY_HEALTH_PORT")
+        process = KubepayProcess(work.command, {**env, "KUBECONFIG": str(kubeconfig)},
+                                 f"http://127.0.0.1:{env[port]}/healthz", self.workdir / f"{work.component}.log")
+        await process.start()
+        return process
+
+
+def admission_certificate(directory: Path) -> tuple[Path, str]:
+    """A serving certificate for 127.0.0.1 (its own CA) and its PEM base64-encoded, for a caBundle."""
+    cert_dir = write_self_signed(directory)
+    return cert_dir, base64.b64encode((cert_dir / "tls.crt").read_bytes()).decode()
+
+
+def _secret_data(secret: Json) -> dict[str, str]:
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    return {**data, **(secret.get("stringData") or {})}
+
+
+def _resolve(entry: Json, secrets: Mapping[str, Mapping[str, str]], config_maps: Mapping[str, Mapping[str, str]],
+             pod_fields: Mapping[str, str]) -> str | None:
+    if "value" in entry:
+        return str(entry["value"])
+    source = entry.get("valueFrom") or {}
+    for key, found in (("secretKeyRef", secrets), ("configMapKeyRef", config_maps)):
+        if key in source:
+            ref = source[key]
+            value = found.get(ref["name"], {}).get(ref["key"])
+            assert value is not None or ref.get("optional"), f"{entry['name']}: no key {ref['key']} in {ref['name']}"
+            return value
+    if "fieldRef" in source:
+        return pod_fields[source["fieldRef"]["fieldPath"]]
+    return None if not entry.get("valueFrom") else _unsupported(entry)
+
+
+def _unsupported(entry: Json) -> str:
+    raise AssertionError(f"env {entry['name']}: unsupported source {entry['valueFrom']}")
+
+
+def _local(env: dict[str, str]) -> dict[str, str]:
+    """Every fixed port becomes a free one on 127.0.0.1 (several releases' processes share this machine); the
+    image's migrations folder is the checkout's."""
+    ports = {name: str(free_port()) for name in env if name.endswith("_PORT") and name != "POSTGRES_PORT"}
+    paths = {"KUBEPAY_MIGRATIONS_DIR": str(REPO / "migrations")} if "KUBEPAY_MIGRATIONS_DIR" in env else {}
+    return {**env, **ports, **paths}
