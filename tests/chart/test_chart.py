@@ -229,16 +229,15 @@ def test_controller_rbac_covers_what_it_does(render: Render) -> None:
         assert not grants(rules, "paymentrefunds/finalizers", "update", "kubepay.io")
         assert [v for v in ("create", "get", "list", "delete") if grants(rules, "secrets", v)] == ["create"]
         assert grants(rules, "events", "create") and not grants(rules, "events", "create", "events.k8s.io")
-        assert grants(rules, "customresourcedefinitions", "watch", "apiextensions.k8s.io")
-        # kopf lists and watches namespaces only when it serves one namespace (the "all" variant does).
-        assert grants(rules, "namespaces", "watch") == (variant == "all"), variant
+        # kopf follows CRDs only when it watches every namespace ("all" watches one), and never namespaces.
+        assert grants(rules, "customresourcedefinitions", "watch", "apiextensions.k8s.io") == (variant == "required")
+        assert not grants(rules, "namespaces", "list") and not grants(rules, "namespaces", "watch")
         peerings = "kopfpeerings" if variant == "all" else "clusterkopfpeerings"  # "all": two replicas, peering
         assert grants(rules, peerings, "patch", "kopf.dev") == (variant == "all"), variant
 
 
 def test_namespaced_controller_gets_a_role_not_cluster_wide_access(all_objects: list[Doc]) -> None:
-    cluster = [r for o in find(all_objects, "ClusterRole") for r in o["rules"]]
-    assert {res for r in cluster for res in r["resources"]} == {"customresourcedefinitions", "namespaces"}
+    assert find(all_objects, "ClusterRole") == [] and find(all_objects, "ClusterRoleBinding") == []
     for role in find(all_objects, "Role"):
         assert role["metadata"]["namespace"] == "payments"
     for binding in find(all_objects, "RoleBinding") + find(all_objects, "ClusterRoleBinding"):

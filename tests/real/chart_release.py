@@ -1,7 +1,8 @@
 """The Helm chart installed into a real control plane, its workloads run here as local processes.
 
-There is no kubelet, so no pod ever runs: ``helm install --no-hooks`` installs everything but the migration
-hook, whose Job this module runs locally instead (``kubepay migrate`` with the Job's environment). Each
+There is no kubelet, so no pod ever runs: ``helm install --no-hooks`` installs everything but the hooks; this
+module then creates the hooks' objects and runs the migration Job's ``kubepay migrate`` locally, with the Job's
+environment. Each
 Deployment becomes a local ``kubepay`` process with its container's args and environment, resolved as the
 kubelet would (values, Secret and ConfigMap keys, the pod's own fields), authenticated as the Deployment's
 ServiceAccount with a TokenRequest token (a kubeconfig holding the bearer token, as a mounted token is).
@@ -34,12 +35,13 @@ CHART = REPO / "helm" / "kubepay"
 Json = dict[str, Any]
 
 
-async def run(*argv: str | Path, env: Mapping[str, str] | None = None, timeout: float = 120.0) -> str:
+async def run(*argv: str | Path, env: Mapping[str, str] | None = None, stdin: str = "",
+              timeout: float = 120.0) -> str:
     """A command's stdout; its stderr in the failure."""
     process = await asyncio.create_subprocess_exec(
-        *map(str, argv), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        *map(str, argv), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout)
     assert process.returncode == 0, f"{' '.join(map(str, argv))} exited {process.returncode}:\n{err.decode()}"
     return out.decode()
 
@@ -68,6 +70,7 @@ class Release:
 
     cluster: RealCluster
     helm: Path
+    kubectl_binary: Path
     name: str
     namespace: str
     workdir: Path
@@ -84,10 +87,26 @@ class Release:
                               "HELM_CONFIG_HOME": str(self.workdir / "helm-config"),
                               "HELM_DATA_HOME": str(self.workdir / "helm-data")})
 
-    async def hooks(self) -> list[Json]:
-        """The hook manifests Helm recorded but did not run (--no-hooks)."""
+    async def run_hooks(self, api: client.ApiClient) -> str:
+        """What --no-hooks left out, in Helm's order: the hooks' objects are created as Helm would create them
+        (the migration's Secret and ServiceAccount, the kopf peering object), the migration Job's
+        `kubepay migrate` runs here with the Job's environment. Returns the migration's output."""
         text = await self.helm_command("get", "hooks", self.name, "--namespace", self.namespace)
-        return [doc for doc in yaml.safe_load_all(text) if doc]
+        hooks = sorted((doc for doc in yaml.safe_load_all(text) if doc),
+                       key=lambda h: int(h["metadata"]["annotations"].get("helm.sh/hook-weight", "0")))
+        objects = [h for h in hooks if h["kind"] != "Job"]
+        for obj in objects:  # as Helm: the release's namespace unless the template names another
+            obj["metadata"].setdefault("namespace", self.namespace)
+        await self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+        [job] = [workload(h) for h in hooks if h["kind"] == "Job"]
+        migrated = await run(sys.executable, "-m", "kubepay", job.command, env=await self.environment(api, job))
+        done = [h for h in objects if "hook-succeeded" in h["metadata"]["annotations"].get(
+            "helm.sh/hook-delete-policy", "")]
+        await self.kubectl("delete", "-f", "-", stdin=yaml.safe_dump_all(done))
+        return migrated
+
+    async def kubectl(self, *args: str, stdin: str = "") -> str:
+        return await run(self.kubectl_binary, "--kubeconfig", self.cluster.kubeconfig, *args, stdin=stdin)
 
     async def workloads(self, api: client.ApiClient) -> dict[str, Workload]:
         """The release's Deployments by component (controller, receiver, api)."""
@@ -95,22 +114,12 @@ class Release:
             self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}")
         return {w.component: w for w in (workload(api.sanitize_for_serialization(d)) for d in listing.items)}
 
-    async def migrate(self, api: client.ApiClient) -> str:
-        """Run the pre-install hook's `kubepay migrate` here, with the Job's environment; returns its output."""
-        hooks = await self.hooks()
-        [job] = [h for h in hooks if h["kind"] == "Job"]
-        hook_secrets = {h["metadata"]["name"]: _secret_data(h) for h in hooks if h["kind"] == "Secret"}
-        env = await self.environment(api, workload(job), hook_secrets)
-        return await run(sys.executable, "-m", "kubepay", workload(job).command, env=env)
-
-    async def environment(self, api: client.ApiClient, work: Workload,
-                          extra_secrets: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+    async def environment(self, api: client.ApiClient, work: Workload) -> dict[str, str]:
         """The container's environment as the kubelet resolves it in the release namespace, plus the local
         replacements for what only a pod has."""
         core = client.CoreV1Api(api)
-        secrets: dict[str, Mapping[str, str]] = dict(extra_secrets or {})
-        for item in (await core.list_namespaced_secret(self.namespace)).items:
-            secrets.setdefault(item.metadata.name, _secret_data(api.sanitize_for_serialization(item)))
+        secrets = {item.metadata.name: _secret_data(api.sanitize_for_serialization(item))
+                   for item in (await core.list_namespaced_secret(self.namespace)).items}
         config_maps = {item.metadata.name: item.data or {}
                        for item in (await core.list_namespaced_config_map(self.namespace)).items}
         pod_fields = {"metadata.name": f"{self.name}-{work.component}-local", "metadata.namespace": self.namespace,
