@@ -1,13 +1,12 @@
 """The Helm chart installed into a real control plane, its workloads run here as local processes.
 
 There is no kubelet, so no pod ever runs: ``helm install --no-hooks`` installs everything but the hooks; this
-module then creates the hooks' objects and runs the migration Job's ``kubepay migrate`` locally, with the Job's
-environment. Each
-Deployment becomes a local ``kubepay`` process with its container's args and environment, resolved as the
-kubelet would (values, Secret and ConfigMap keys, the pod's own fields), authenticated as the Deployment's
-ServiceAccount with a TokenRequest token (a kubeconfig holding the bearer token, as a mounted token is).
-What only a pod has is replaced: the fixed ports by free ones on 127.0.0.1, the mounted admission certificate
-by one for 127.0.0.1, the image's paths by the checkout's.
+module then creates the hooks' objects as Helm would and runs the migration Job's ``kubepay migrate`` here,
+with the Job's environment. Each Deployment becomes a local ``kubepay`` process with its container's args and
+environment, resolved as the kubelet would (values, Secret keys, the pod's own fields), authenticated as the
+Deployment's ServiceAccount with a TokenRequest token (a kubeconfig holding the bearer token, as a mounted
+token is). What only a pod has is replaced: the fixed ports by free ones on 127.0.0.1, the mounted admission
+certificate by one for 127.0.0.1, the image's paths by the checkout's.
 """
 
 from __future__ import annotations
@@ -54,14 +53,14 @@ class Workload:
     service_account: str
     command: str
     env: list[Json]
-    env_from: list[Json]
 
 
 def workload(obj: Json) -> Workload:
     pod = obj["spec"]["template"]["spec"]
     [container] = pod["containers"]
+    assert "envFrom" not in container, "the chart's containers name each variable"
     return Workload(obj["metadata"]["labels"]["app.kubernetes.io/component"], pod.get("serviceAccountName", ""),
-                    container["args"][0], container.get("env", []), container.get("envFrom", []))
+                    container["args"][0], container.get("env", []))
 
 
 @dataclass
@@ -117,22 +116,10 @@ class Release:
     async def environment(self, api: client.ApiClient, work: Workload) -> dict[str, str]:
         """The container's environment as the kubelet resolves it in the release namespace, plus the local
         replacements for what only a pod has."""
-        core = client.CoreV1Api(api)
         secrets = {item.metadata.name: _secret_data(api.sanitize_for_serialization(item))
-                   for item in (await core.list_namespaced_secret(self.namespace)).items}
-        config_maps = {item.metadata.name: item.data or {}
-                       for item in (await core.list_namespaced_config_map(self.namespace)).items}
-        pod_fields = {"metadata.name": f"{self.name}-{work.component}-local", "metadata.namespace": self.namespace,
-                      "spec.serviceAccountName": work.service_account}
-        env: dict[str, str] = {}
-        for source in work.env_from:
-            found = secrets if "secretRef" in source else config_maps
-            ref = source.get("secretRef") or source.get("configMapRef") or {}
-            env.update({source.get("prefix", "") + k: v for k, v in found.get(ref["name"], {}).items()})
-        for entry in work.env:
-            value = _resolve(entry, secrets, config_maps, pod_fields)
-            if value is not None:
-                env[entry["name"]] = value
+                   for item in (await client.CoreV1Api(api).list_namespaced_secret(self.namespace)).items}
+        pod_fields = {"metadata.name": f"{self.name}-{work.component}-local", "metadata.namespace": self.namespace}
+        env = {entry["name"]: _resolve(entry, secrets, pod_fields) for entry in work.env}
         return _local(env)
 
     async def start(self, api: client.ApiClient, work: Workload, env: Mapping[str, str]) -> KubepayProcess:
@@ -160,24 +147,18 @@ def _secret_data(secret: Json) -> dict[str, str]:
     return {**data, **(secret.get("stringData") or {})}
 
 
-def _resolve(entry: Json, secrets: Mapping[str, Mapping[str, str]], config_maps: Mapping[str, Mapping[str, str]],
-             pod_fields: Mapping[str, str]) -> str | None:
-    if "value" in entry:
-        return str(entry["value"])
-    source = entry.get("valueFrom") or {}
-    for key, found in (("secretKeyRef", secrets), ("configMapKeyRef", config_maps)):
-        if key in source:
-            ref = source[key]
-            value = found.get(ref["name"], {}).get(ref["key"])
-            assert value is not None or ref.get("optional"), f"{entry['name']}: no key {ref['key']} in {ref['name']}"
-            return value
-    if "fieldRef" in source:
-        return pod_fields[source["fieldRef"]["fieldPath"]]
-    return None if not entry.get("valueFrom") else _unsupported(entry)
-
-
-def _unsupported(entry: Json) -> str:
-    raise AssertionError(f"env {entry['name']}: unsupported source {entry['valueFrom']}")
+def _resolve(entry: Json, secrets: Mapping[str, Mapping[str, str]], pod_fields: Mapping[str, str]) -> str:
+    """One variable as the kubelet sets it: a value, a Secret's key, or the pod's own field."""
+    source = entry.get("valueFrom")
+    if source is None:
+        return str(entry.get("value", ""))
+    if "secretKeyRef" in source:
+        ref = source["secretKeyRef"]
+        value = secrets.get(ref["name"], {}).get(ref["key"])
+        assert value is not None, f"{entry['name']}: no key {ref['key']} in Secret {ref['name']}"
+        return value
+    assert "fieldRef" in source, f"{entry['name']}: a source the chart does not use: {source}"
+    return pod_fields[source["fieldRef"]["fieldPath"]]
 
 
 def _local(env: dict[str, str]) -> dict[str, str]:

@@ -26,9 +26,9 @@ __all__ = ["ClusterControls", "EmulatorControls", "KubeControls", "service_accou
 
 CREATED_BY = {"app.kubernetes.io/created-by": "kubepay-e2e"}  # leftovers: kubectl delete ... -l
 POLICY_TIMEOUT = 30.0  # the API server loads a new policy from its informer within a second or two
-# The core kinds a denial can name; its effect is probed with a dry-run create of an empty object.
-_CORE_KINDS = {"secrets": "Secret", "configmaps": "ConfigMap"}
-_CORE_CREATE = {"secrets": "create_namespaced_secret", "configmaps": "create_namespaced_config_map"}
+# The core kinds a denial can name (kind, CoreV1Api method): its effect is probed with a dry-run create.
+_CORE_KINDS = {"secrets": ("Secret", "create_namespaced_secret"),
+               "configmaps": ("ConfigMap", "create_namespaced_config_map")}
 
 
 class KubeControls(abc.ABC):
@@ -82,7 +82,8 @@ class ClusterControls(KubeControls):
         self._api, self._control_plane = api, control_plane
 
     async def deny(self, plural: str, namespace: str, message: str | None) -> None:
-        kind = _CORE_KINDS[plural]
+        if plural not in _CORE_KINDS:
+            raise ValueError(f"a denial names one of {', '.join(_CORE_KINDS)}, not {plural!r}")
         name = _name("kubepay-deny", plural, namespace)
         registration = client.AdmissionregistrationV1Api(self._api)
         if message is None:
@@ -108,12 +109,13 @@ class ClusterControls(KubeControls):
                     "matchResources": {"namespaceSelector": {
                         "matchLabels": {"kubernetes.io/metadata.name": namespace}}},
                 }))
-        await self._until_enforced(plural, kind, namespace, refused=message is not None)
+        await self._until_enforced(plural, namespace, refused=message is not None)
 
-    async def _until_enforced(self, plural: str, kind: str, namespace: str, *, refused: bool) -> None:
+    async def _until_enforced(self, plural: str, namespace: str, *, refused: bool) -> None:
         """Policies reach the admission chain through an informer: probe with a dry-run create until they do."""
+        kind, method = _CORE_KINDS[plural]
         probe = {"apiVersion": "v1", "kind": kind, "metadata": {"name": "kubepay-policy-probe"}}
-        create = getattr(client.CoreV1Api(self._api), _CORE_CREATE[plural])
+        create = getattr(client.CoreV1Api(self._api), method)
         deadline = time.monotonic() + POLICY_TIMEOUT
         while True:
             try:

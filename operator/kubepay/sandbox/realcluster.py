@@ -4,8 +4,10 @@
 k8s.io/kubernetes) into .cache/controlplane/bin. This starts them as our own children in a fresh
 temporary folder: RBAC authorization, a service-account issuer and signing key, an admin identity
 (a static token in group system:masters), garbage collection and namespace deletion by the controller
-manager. It applies crds/ through the API, waits until they are Established and writes a kubeconfig.
-There is no kubelet, so pods never run; everything kubepay itself needs from an API server is real.
+manager, the OwnerReferencesPermissionEnforcement admission plugin that hardened clusters turn on, and an
+audit log of what ServiceAccounts do. It applies the CRDs it is given through the API, waits until they
+are served and writes a kubeconfig. There is no kubelet, so pods never run; everything kubepay itself
+needs from an API server is real.
 """
 
 from __future__ import annotations
