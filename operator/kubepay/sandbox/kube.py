@@ -3,8 +3,9 @@
 :class:`KubeEmulator` serves the CRDs it is given plus the built-in resources that kopf and
 kubepay use (``v1`` namespaces, secrets, configmaps, events) over plain HTTP on 127.0.0.1, and
 behaves like a real API server wherever kopf, kubernetes_asyncio and kubectl can tell:
-uid/resourceVersion/generation/creationTimestamp, ``generateName``, 201 on create, 409 on a
-stale resourceVersion, merge/JSON/strategic patches (a failed JSON-patch ``test`` is 422),
+uid/resourceVersion/generation/creationTimestamp (a new generation for a spec change and for a marked
+deletion), ``generateName``, 201 on create, 409 on a stale resourceVersion, merge/JSON/strategic patches
+(a failed JSON-patch ``test`` is 422),
 the status subresource kept apart from the main object, CRD schema validation, pruning and
 defaulting, finalizers and ``deletionTimestamp``, garbage collection through ownerReferences,
 typed lists, label and field selectors, and watches that resume from a resourceVersion
