@@ -28,7 +28,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepay.config import Topics
 from kubepay.sandbox.apache_kafka import ApacheKafka
-from kubepay.sandbox.kube_controls import service_account_token
+from kubepay.sandbox.kube_controls import ClusterControls
 from kubepay.sandbox.postgres import PostgresServer
 from kubepay.sandbox.processes import KubepayProcess
 from kubepay.sandbox.realcluster import RealCluster
@@ -291,19 +291,14 @@ async def story(installed: Installed) -> Story:
 
 
 async def _api_credential(installed: Installed) -> str:
-    """The chart's token in token mode; otherwise the shop's own ServiceAccount token, with the Role the README
-    tells API clients' owners to make in the API's namespace."""
+    """The chart's token in token mode; otherwise the shop's own ServiceAccount token, allowed to create
+    PaymentIntents in the API's namespace (as the README tells API clients' owners to do with a Role)."""
     if installed.env["api"]["KUBEPAY_API_AUTH"] == "token":
         return installed.env["api"]["KUBEPAY_API_TOKEN"]
-    admin, ns = installed.admin, installed.variant.payments
-    rbac = client.RbacAuthorizationV1Api(admin.api)
-    await rbac.create_namespaced_role(ns, {"metadata": {"name": "kubepay-api-client"}, "rules": [
-        {"apiGroups": [GROUP], "resources": ["paymentintents"], "verbs": ["create"]}]})
-    await rbac.create_namespaced_role_binding(ns, {
-        "metadata": {"name": "kubepay-api-client"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kubepay-api-client"},
-        "subjects": [{"kind": "ServiceAccount", "name": "checkout", "namespace": SHOP}]})
-    return await service_account_token(admin.api, SHOP, "checkout")
+    controls = ClusterControls(installed.admin.api, installed.release.cluster)
+    await controls.allow(f"system:serviceaccount:{SHOP}:checkout", "create", "paymentintents", group=GROUP,
+                         namespace=installed.variant.payments)
+    return await controls.service_account_token(SHOP, "checkout")
 
 
 async def _publish_order(installed: Installed, order_id: str) -> None:
