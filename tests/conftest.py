@@ -4,7 +4,7 @@ per-test tenants: every test gets its own database, topics, namespace and webhoo
 KUBEPAY_E2E_KUBECONFIG (+ KUBEPAY_E2E_CONTEXT) puts the tenants in a real cluster instead of the emulator
 (KUBEPAY_E2E_REAL=1: a control plane and Apache Kafka that the sandbox starts itself),
 KUBEPAY_E2E_STRIPE_KEY=sk_test_... uses Stripe test mode instead of the fake (kubepay.sandbox.targets);
-tests marked needs_emulator / needs_fake_stripe are then skipped.
+tests marked needs_emulator / needs_fake_stripe are then skipped, and stops_kube_api with KUBEPAY_E2E_KUBECONFIG.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                                      "this run uses Stripe test mode (KUBEPAY_E2E_STRIPE_KEY)",
         "needs_emulator": targets.real_kube and "needs the Kubernetes API emulator's controls; "
                                                 "this run uses a real cluster (KUBEPAY_E2E_KUBECONFIG or _REAL)",
+        "stops_kube_api": targets.kubeconfig is not None and "stops the Kubernetes API server: only the emulator "
+                                                             "or KUBEPAY_E2E_REAL's own control plane",
     }
     for item in items:
         for marker, reason in skips.items():

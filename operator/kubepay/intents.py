@@ -140,6 +140,10 @@ async def _record(rt: Runtime, body: dict[str, Any], intent: dict[str, Any], rea
 async def reconcile_spec(rt: Runtime, body: dict[str, Any]) -> str | None:
     """Make Stripe follow spec changes (amount, capture). Returns a message when something was done."""
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        # Marking a deletion is a new generation to the API server, not a spec change: the finalizer
+        # alone decides what Stripe gets now.
+        return None
     intent_id = (status.get("stripe") or {}).get("paymentIntentId")
     generation = int(meta.get("generation") or 1)
     if not intent_id:

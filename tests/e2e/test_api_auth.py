@@ -23,14 +23,21 @@ async def test_token_mode_takes_only_the_shared_token(tenant: Tenant) -> None:
     assert tenant.api_token not in process.logs()
 
 
-@pytest.mark.needs_emulator  # issues ServiceAccount tokens and access rules through the emulator
+async def _shop_and_stranger(sandbox: Sandbox, ns: str) -> tuple[str, str]:
+    """Two ServiceAccount tokens: shop (in a pod) may create PaymentIntents in `ns`; stranger may only read them."""
+    controls = sandbox.kube_controls
+    shop = await controls.service_account_token(ns, "shop", pod="shop-7d9f")
+    stranger = await controls.service_account_token(ns, "stranger")
+    await controls.allow(f"system:serviceaccount:{ns}:shop", "create", "paymentintents", group="kubepay.io",
+                         namespace=ns)
+    await controls.allow(f"system:serviceaccount:{ns}:stranger", "get", "paymentintents", group="kubepay.io",
+                         namespace=ns)
+    return shop, stranger
+
+
 async def test_serviceaccount_mode_asks_tokenreview_and_subjectaccessreview(sandbox: Sandbox, tenant: Tenant) -> None:
-    ns, reviews = tenant.namespace, sandbox.kube.reviews
-    shop_user, stranger_user = f"system:serviceaccount:{ns}:shop", f"system:serviceaccount:{ns}:stranger"
-    shop = reviews.issue_service_account_token(ns, "shop", pod="shop-7d9f")
-    stranger = reviews.issue_service_account_token(ns, "stranger")
-    reviews.allow(shop_user, "create", "paymentintents", group="kubepay.io", namespace=ns)
-    reviews.allow(stranger_user, "create", "paymentintents", group="kubepay.io", namespace="elsewhere")
+    ns = tenant.namespace
+    shop, stranger = await _shop_and_stranger(sandbox, ns)
     process = tenant.process("api", KUBEPAY_API_AUTH="serviceaccount")
     await process.start()
     api = await ApiClient.connect(tenant.api_url, shop)
@@ -43,8 +50,25 @@ async def test_serviceaccount_mode_asks_tokenreview_and_subjectaccessreview(sand
         assert status == 401 and "does not accept it" in body["error"], body
     status, body = await api.call("GET", LIST, token=stranger)
     assert status == 403
-    assert body["error"] == (f"{stranger_user} may not create paymentintents.kubepay.io in namespace {ns}; "
-                             "grant it with a Role and RoleBinding")
+    assert body["error"] == (f"system:serviceaccount:{ns}:stranger may not create paymentintents.kubepay.io in "
+                             f"namespace {ns}; grant it with a Role and RoleBinding")
+    for token, expected in ((shop, 200), (stranger, 403), ("not-a-kubernetes-token", 401)):  # remembered answers
+        assert (await api.call("GET", LIST, token=token))[0] == expected
+    for secret in (shop, stranger):
+        assert secret not in process.logs()
+
+
+@pytest.mark.needs_emulator  # reads what the API server was asked
+async def test_serviceaccount_mode_asks_about_the_whole_identity_once_per_token(
+        sandbox: Sandbox, tenant: Tenant) -> None:
+    ns, reviews = tenant.namespace, sandbox.kube.reviews
+    shop_user = f"system:serviceaccount:{ns}:shop"
+    shop, stranger = await _shop_and_stranger(sandbox, ns)
+    process = tenant.process("api", KUBEPAY_API_AUTH="serviceaccount")
+    await process.start()
+    api = await ApiClient.connect(tenant.api_url, shop)
+    for token in (shop, stranger, "not-a-kubernetes-token"):
+        await api.call("GET", LIST, token=token)
 
     # The SubjectAccessReview asked about the whole identity TokenReview found.
     [asked] = [spec for spec in reviews.access_log if spec.get("user") == shop_user]
@@ -57,9 +81,6 @@ async def test_serviceaccount_mode_asks_tokenreview_and_subjectaccessreview(sand
     for token, expected in ((shop, 200), (stranger, 403), ("not-a-kubernetes-token", 401)):
         assert (await api.call("GET", LIST, token=token))[0] == expected
     assert list(reviews.token_log) == reviewed
-
-    for secret in (shop, stranger):
-        assert secret not in process.logs()
 
 
 async def test_none_mode_needs_no_header_and_warns_at_start(tenant: Tenant) -> None:

@@ -48,6 +48,8 @@ async def test_a_payment_through_a_cluster_named_by_kubeconfig(cluster: tuple[Ku
     async with Sandbox(targets) as box:
         with pytest.raises(RuntimeError, match="needs_emulator"):
             box.kube.stop  # noqa: B018
+        with pytest.raises(RuntimeError, match="stops_kube_api"):  # not a control plane the sandbox started
+            await box.kube_controls.stop_api()
         tenant = await box.tenant()
         try:
             ns = tenant.namespace

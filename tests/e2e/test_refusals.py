@@ -44,11 +44,10 @@ async def test_a_name_too_long_for_a_label_value_still_gets_its_intent_and_secre
     assert _conditions(pi)["Synced"]["status"] == "True"
 
 
-@pytest.mark.needs_emulator  # an admission policy that refuses the controller's Secret
 async def test_a_write_the_api_server_refuses_ends_in_synced_false_and_one_warning(
         sandbox: Sandbox, running: Running, kube: Kube) -> None:
     ns = running.namespace
-    sandbox.kube.deny("secrets", ns, "Secrets in this namespace need the label team")
+    await sandbox.kube_controls.deny("secrets", ns, "Secrets in this namespace need the label team")
     try:
         created = await kube.create_pi(ns, "policed", {"orderId": "9102", "amount": 1200, "currency": "usd"})
         pi = await kube.wait_pi(ns, "policed", lambda o: _conditions(o).get("Synced", {}).get("status") == "False",
@@ -66,7 +65,7 @@ async def test_a_write_the_api_server_refuses_ends_in_synced_false_and_one_warni
             return len(warnings) == 1 and len(intents) == 1
         await stays(one_warning_and_one_intent, 3.0, "a single Warning and a single Stripe intent (no retry loop)")
     finally:
-        sandbox.kube.deny("secrets", ns, None)
+        await sandbox.kube_controls.deny("secrets", ns, None)
 
 
 @pytest.mark.parametrize(("currency", "amount", "rule"), [

@@ -132,17 +132,17 @@ async def test_postgres_down_answers_503_and_the_retry_succeeds(
     await kube.phase_is(ns, "outage", "Succeeded")
 
 
-@pytest.mark.needs_emulator  # stops the Kubernetes API
+@pytest.mark.stops_kube_api
 async def test_kubernetes_down_answers_503(sandbox: Sandbox, running: Running, kube: Kube) -> None:
     ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
     intent = await _intent(sandbox, kube, ns, "k8s-outage", "4005")
     event = stripe_event("payment_intent.succeeded", _as(intent, "succeeded"))
-    await sandbox.kube.stop()
+    await sandbox.kube_controls.stop_api()
     try:
         status, _ = await deliver(url, event, secret)
         assert status == 503
     finally:
-        await sandbox.kube.start()
+        await sandbox.kube_controls.start_api()
     status, body = await deliver(url, event, secret)
     assert (status, body["outcome"]) == (200, "applied")
     await kube.phase_is(ns, "k8s-outage", "Succeeded")

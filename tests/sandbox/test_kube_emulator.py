@@ -448,7 +448,7 @@ def test_validate_custom_resource_messages(crd_paths: list[Path]) -> None:
         'spec.port: Invalid value: "boolean": spec.port in body must be of type integer,string: "boolean"']
     assert validate_custom_resource(crd, widget(note=None)) == []
     assert validate_custom_resource(crd, widget(code="xyz"), old=good) == [
-        'spec.code: Invalid value: "string": code is immutable']
+        'spec.code: Invalid value: "xyz": code is immutable']
     assert validate_custom_resource(crd, widget(code="xyz")) == []  # transition rules need an old object
 
 
@@ -469,7 +469,7 @@ def test_validate_payment_intent_examples() -> None:
         'spec.amount: Invalid value: "number": spec.amount in body must be of type integer: "number"']
     changed = {**pi, "spec": {**pi["spec"], "orderId": "2222"}}
     assert validate_custom_resource(crd, changed, old=pi) == [
-        'spec.orderId: Invalid value: "string": orderId is immutable']
+        'spec.orderId: Invalid value: "2222": orderId is immutable']
 
 
 async def test_server_validates_prunes_and_defaults(http: aiohttp.ClientSession) -> None:
@@ -493,7 +493,7 @@ async def test_server_validates_prunes_and_defaults(http: aiohttp.ClientSession)
     status, error = await request(http, "PATCH", f"{WIDGETS}/w1", {"spec": {"code": "xyz"}}, MERGE)
     assert status == 422
     assert error["message"] == (
-        'Widget.example.com "w1" is invalid: spec.code: Invalid value: "string": code is immutable')
+        'Widget.example.com "w1" is invalid: spec.code: Invalid value: "xyz": code is immutable')
     status, error = await request(http, "PATCH", f"{WIDGETS}/w1", {"spec": {"size": -1}}, MERGE)
     assert status == 422
 
@@ -590,6 +590,7 @@ async def test_finalizers_delay_deletion_and_owned_objects_are_collected(
                         ) as stream:
         status, marked = await request(http, "DELETE", f"{WIDGETS}/w1")
         assert status == 200 and marked["metadata"]["deletionTimestamp"]
+        assert marked["metadata"]["generation"] == 2, "marking for deletion is a new generation, as in Kubernetes"
         status, still = await request(http, "GET", f"{WIDGETS}/w1")
         assert status == 200 and still["metadata"]["deletionTimestamp"]
         assert emu.get("v1/secrets", "default", "owned") is not None

@@ -3,8 +3,9 @@
 :class:`KubeEmulator` serves the CRDs it is given plus the built-in resources that kopf and
 kubepay use (``v1`` namespaces, secrets, configmaps, events) over plain HTTP on 127.0.0.1, and
 behaves like a real API server wherever kopf, kubernetes_asyncio and kubectl can tell:
-uid/resourceVersion/generation/creationTimestamp, ``generateName``, 201 on create, 409 on a
-stale resourceVersion, merge/JSON/strategic patches (a failed JSON-patch ``test`` is 422),
+uid/resourceVersion/generation/creationTimestamp (a new generation for a spec change and for a marked
+deletion), ``generateName``, 201 on create, 409 on a stale resourceVersion, merge/JSON/strategic patches
+(a failed JSON-patch ``test`` is 422),
 the status subresource kept apart from the main object, CRD schema validation, pruning and
 defaulting, finalizers and ``deletionTimestamp``, garbage collection through ownerReferences,
 typed lists, label and field selectors, and watches that resume from a resourceVersion
@@ -382,8 +383,8 @@ def _rule_errors(schema: Any, new: Any, old: Any, parts: list[str | int]) -> Ite
                 field_parts += [p for p in str(rule["fieldPath"]).strip(".").split(".") if p]
             message = rule.get("message") or f"failed rule: {rule.get('rule')}"
             yield _FieldError(
-                _field_path(field_parts), "FieldValueInvalid", f'Invalid value: "{_type_name(new)}": {message}'
-            )
+                _field_path(field_parts), "FieldValueInvalid", f"Invalid value: {_go_value(new)}: {message}"
+            )  # the value itself, as kube-apiserver 1.37 prints it (older releases printed its type)
     if isinstance(new, Mapping) and isinstance(old, Mapping):
         properties = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
@@ -1975,6 +1976,8 @@ class KubeEmulator:
             new = copy.deepcopy(old)
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if new["metadata"].get("generation"):  # as the API server's markAsDeleting does
+                new["metadata"]["generation"] += 1
             return self._commit(res, "MODIFIED", new, old)
         self._remove(res, copy.deepcopy(old), old, orphan=orphan)
         return None

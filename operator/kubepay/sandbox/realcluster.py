@@ -4,8 +4,10 @@
 k8s.io/kubernetes) into .cache/controlplane/bin. This starts them as our own children in a fresh
 temporary folder: RBAC authorization, a service-account issuer and signing key, an admin identity
 (a static token in group system:masters), garbage collection and namespace deletion by the controller
-manager. It applies crds/ through the API, waits until they are Established and writes a kubeconfig.
-There is no kubelet, so pods never run; everything kubepay itself needs from an API server is real.
+manager, the OwnerReferencesPermissionEnforcement admission plugin that hardened clusters turn on, and an
+audit log of what ServiceAccounts do. It applies the CRDs it is given through the API, waits until they
+are served and writes a kubeconfig. There is no kubelet, so pods never run; everything kubepay itself
+needs from an API server is real.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -49,6 +52,11 @@ ESTABLISHED_TIMEOUT = 30.0
 ADMIN = "kubepay-admin"
 SERVICE_CIDR = "10.0.0.0/24"  # a required flag; nothing is ever routed there
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Audit only what ServiceAccounts do (kubepay's processes run as them in the chart tests), metadata only.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}],
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -133,12 +141,13 @@ def _service_account_keys(directory: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def _kubeconfig(path: Path, server: str, ca: Path, token: str) -> Path:
+def _kubeconfig(path: Path, server: str, ca: Path, token: str, user: str = ADMIN, namespace: str = "") -> Path:
+    context = {"cluster": "kubepay-real", "user": user, **({"namespace": namespace} if namespace else {})}
     written = {
         "apiVersion": "v1", "kind": "Config", "preferences": {},
         "clusters": [{"name": "kubepay-real", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": ADMIN, "user": {"token": token}}],
-        "contexts": [{"name": "kubepay-real", "context": {"cluster": "kubepay-real", "user": ADMIN}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "kubepay-real", "context": context}],
         "current-context": "kubepay-real",
     }
     path.write_text(yaml.safe_dump(written, sort_keys=False))
@@ -155,6 +164,7 @@ class RealCluster:
 
     def __init__(self, crds: Sequence[Path] = ()) -> None:
         self._crds = list(crds)
+        self._crd_names: list[str] = []
         self._dir: Path | None = None
         self._token = secrets.token_urlsafe(24)
         self.etcd: _Server | None = None
@@ -176,6 +186,18 @@ class RealCluster:
     def url(self) -> str:
         assert self.apiserver is not None
         return self.apiserver.url
+
+    def token_kubeconfig(self, path: Path, token: str, user: str, namespace: str = "") -> Path:
+        """A kubeconfig that authenticates with `token` (e.g. a ServiceAccount's, from the TokenRequest API), as
+        a pod's mounted token does."""
+        return _kubeconfig(path, self.url, self.workdir / "ca.crt", token, user, namespace)
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """kube-apiserver's audit events (metadata only) of every request a ServiceAccount made: what each one
+        really used (user.username, verb, objectRef, responseStatus)."""
+        log = self.workdir / "audit.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [json.loads(line) for line in lines if line.strip()]
 
     async def start(self) -> None:
         """Start all three (etcd first), apply the CRDs and wait until they are Established."""
@@ -207,8 +229,11 @@ class RealCluster:
         await self.apiserver.stop()
 
     async def start_apiserver(self) -> None:
+        """Back on the same address with the same data, once the CRDs' storage answers again (a restarted
+        kube-apiserver is ready before its custom-resource storage is)."""
         assert self.apiserver is not None
         await self.apiserver.start()
+        await self._until_served(self._crd_names)
 
     async def __aenter__(self) -> RealCluster:
         await self.start()
@@ -225,6 +250,7 @@ class RealCluster:
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(f'{self._token},{ADMIN},{ADMIN},"system:masters"\n')
         tokens.chmod(0o600)
+        (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
 
     def _etcd(self, binaries: Path) -> _Server:
         client_url, peer_url = f"http://{HOST}:{free_port()}", f"http://{HOST}:{free_port()}"
@@ -250,12 +276,16 @@ class RealCluster:
             f"--client-ca-file={work / 'ca.crt'}",
             f"--token-auth-file={work / 'tokens.csv'}",
             "--authorization-mode=RBAC",
+            # As hardened clusters (OpenShift, for one): blockOwnerDeletion needs update on the owner's finalizers.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={work / 'sa.pub'}",
             f"--service-account-signing-key-file={work / 'sa.key'}",
             "--allow-privileged=true",
             "--profiling=false",
+            f"--audit-policy-file={work / 'audit-policy.yaml'}", f"--audit-log-path={work / 'audit.log'}",
+            "--audit-log-mode=blocking",  # an entry is written before the response goes out
         ], f"https://{HOST}:{port}", "/readyz", ca)
 
     def _controller_manager(self, binaries: Path) -> _Server:
@@ -274,19 +304,25 @@ class RealCluster:
     # -- CRDs ----------------------------------------------------------------------------------------
 
     async def _apply_crds(self) -> None:
-        cfg = client.Configuration()
-        await config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
-        async with client.ApiClient(cfg) as api:
+        async with await self._admin() as api:
             extensions = client.ApiextensionsV1Api(api)
-            names = []
             for path in self._crds:
                 for crd in yaml.safe_load_all(await asyncio.to_thread(path.read_text)):
                     if not crd:
                         continue
-                    names.append(crd["metadata"]["name"])
+                    self._crd_names.append(crd["metadata"]["name"])
                     await extensions.create_custom_resource_definition(crd)
+        await self._until_served(self._crd_names)
+
+    async def _admin(self) -> client.ApiClient:
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+    async def _until_served(self, names: Sequence[str]) -> None:
+        async with await self._admin() as api:
+            extensions, custom = client.ApiextensionsV1Api(api), client.CustomObjectsApi(api)
             deadline = time.monotonic() + ESTABLISHED_TIMEOUT
-            custom = client.CustomObjectsApi(api)
             for name in names:
                 while not await _serving(extensions, custom, name):
                     if time.monotonic() > deadline:
@@ -297,7 +333,7 @@ class RealCluster:
 
 async def _serving(extensions: Any, custom: Any, name: str) -> bool:
     """Established, and its storage answers: right after Established a list can still get 429
-    "storage is (re)initializing"."""
+    "storage is (re)initializing", and right after a restart 404 until the CRD's handler is installed."""
     crd = await extensions.read_custom_resource_definition(name)
     if not _established(crd):
         return False
@@ -305,7 +341,7 @@ async def _serving(extensions: Any, custom: Any, name: str) -> bool:
         await custom.list_cluster_custom_object(crd.spec.group, crd.spec.versions[0].name, crd.spec.names.plural,
                                                 limit=1)
     except client.exceptions.ApiException as exc:
-        if exc.status == 429:
+        if exc.status in (404, 429):
             return False
         raise
     return True

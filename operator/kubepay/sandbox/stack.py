@@ -33,6 +33,7 @@ from kubepay.sandbox.certs import write_self_signed
 from kubepay.sandbox.child import free_port
 from kubepay.sandbox.kafka import KafkaBroker
 from kubepay.sandbox.kube import KubeEmulator
+from kubepay.sandbox.kube_controls import ClusterControls, EmulatorControls, KubeControls
 from kubepay.sandbox.postgres import PostgresServer
 from kubepay.sandbox.processes import KubepayProcess
 from kubepay.sandbox.realcluster import RealCluster
@@ -121,6 +122,15 @@ class Sandbox:
                                "(KUBEPAY_E2E_KUBECONFIG or KUBEPAY_E2E_REAL): "
                                "mark the test @pytest.mark.needs_emulator")
         return self._kube
+
+    @property
+    def kube_controls(self) -> KubeControls:
+        """Deny writes, issue ServiceAccount tokens, grant access, stop and start the API: in the emulator, or
+        through a real cluster's API (stopping only the control plane KUBEPAY_E2E_REAL starts)."""
+        if self._kube is not None:
+            return EmulatorControls(self._kube)
+        assert self._cluster is not None, "the sandbox is not started"
+        return ClusterControls(self._cluster, self.control_plane)
 
     @property
     def stripe_key(self) -> str:
