@@ -28,10 +28,10 @@ def run_operator(args: argparse.Namespace) -> None:
     logs.setup(settings.log_level)
     import kopf
 
-    from kubepay import handlers, refund_handlers  # noqa: F401  (registers the handlers)
+    from kubepay.controller import payment_intents, payment_refunds  # noqa: F401  (registers the handlers)
 
     if settings.admission_port:
-        from kubepay import admission  # noqa: F401  (registers the admission handlers)
+        from kubepay.controller import admission  # noqa: F401  (registers the admission handlers)
 
     peering = os.environ.get("KUBEPAY_PEERING_NAME", "").strip()
     asyncio.run(
@@ -65,7 +65,7 @@ def run_api(args: argparse.Namespace) -> None:
 def run_orders_consumer(args: argparse.Namespace) -> None:
     settings = _settings(config.ORDERS)
     logs.setup(settings.log_level)
-    from kubepay.orders_consumer import serve
+    from kubepay.orders.consumer import serve
 
     asyncio.run(serve(settings))
 
@@ -94,7 +94,7 @@ def run_replay_events(args: argparse.Namespace) -> None:
 
 
 async def _replay(settings: config.Settings, event_ids: list[str]) -> list[tuple[str, str]]:
-    from kubepay import stripe_events
+    from kubepay.stripe import events as stripe_events
 
     store = await dependencies.store(settings.database_url)
     try:

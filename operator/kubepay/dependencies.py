@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from aiokafka.errors import KafkaError
 
-from kubepay.kube_client import KubeClient, KubeUnavailable
-from kubepay.publisher import Publisher, PublishFailed
+from kubepay.kube.client import KubeClient, KubeUnavailable
+from kubepay.mirror.publisher import Publisher, PublishFailed
 from kubepay.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)

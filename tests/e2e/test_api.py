@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from kubepay.identity import payment_id
+from kubepay.model.identity import payment_id
 from kubepay.sandbox.kube import KubeEmulator
 from kubepay.sandbox.processes import KubepayProcess
 from kubepay.sandbox.stack import CRD_DIR, Sandbox, Tenant

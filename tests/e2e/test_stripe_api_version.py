@@ -7,7 +7,7 @@ import stripe
 
 from kubepay import __version__
 from kubepay.sandbox.stack import Sandbox
-from kubepay.stripe_gateway import STRIPE_API_VERSION
+from kubepay.stripe.gateway import STRIPE_API_VERSION
 from tests.conftest import Running
 from tests.helpers import Kube, stripe_id, wait_for
 

@@ -21,7 +21,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import watch as k8s_watch
 
-from kubepay.phases import FINAL, RANK, Phase
+from kubepay.model.phases import FINAL, RANK, Phase
 from kubepay.sandbox.child import free_port
 from kubepay.sandbox.kafka import ConsumedMessage, KafkaBroker
 from kubepay.sandbox.processes import KubepayProcess

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from kubepay.identity import payment_id
-from kubepay.orders import resource_name
+from kubepay.model.identity import payment_id
+from kubepay.orders.intake import resource_name
 from kubepay.sandbox.processes import KubepayProcess
 from kubepay.sandbox.stack import Sandbox, Tenant
 from tests.conftest import Running

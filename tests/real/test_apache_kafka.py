@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from kubepay.events import Message
-from kubepay.publisher import Publisher
+from kubepay.mirror.messages import Message
+from kubepay.mirror.publisher import Publisher
 from kubepay.sandbox.apache_kafka import ApacheKafka
 from kubepay.sandbox.kafka import ConsumedMessage
 

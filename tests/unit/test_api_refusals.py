@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from kubepay.kube_client import KubeClient
+from kubepay.kube.client import KubeClient
 from kubepay.store import Store
 from kubepay_webhook.api import ApiConfig, make_api_app
 from kubepay_webhook.api_auth import SharedToken

@@ -6,11 +6,11 @@ from typing import Any, cast
 
 import pytest
 
-from kubepay import downstream
 from kubepay.config import Settings, load
-from kubepay.events import Message
-from kubepay.kube_client import KubeClient
-from kubepay.publisher import Publisher, PublishRejected
+from kubepay.kube.client import KubeClient
+from kubepay.mirror import downstream
+from kubepay.mirror.messages import Message
+from kubepay.mirror.publisher import Publisher, PublishRejected
 from kubepay.store import PaymentRow, Store, StoreRejected
 
 BODY = {

@@ -1,6 +1,6 @@
 from kubepay.config import Topics
-from kubepay.events import Payment, ce_id, due, messages_for
-from kubepay.phases import Phase
+from kubepay.mirror.messages import Payment, ce_id, due, messages_for
+from kubepay.model.phases import Phase
 
 PAYMENT = Payment(uid="u1", namespace="shop", name="order-1", payment_id="p1", order_id="1111", user_id="u",
                   amount_minor=1999, currency="usd", provider_id="pi_1", payment_method="pm_1",

@@ -7,8 +7,8 @@ import json
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from kubepay import orders
-from kubepay.orders_consumer import PoisonMessage, parse_order
+from kubepay.orders import intake
+from kubepay.orders.consumer import PoisonMessage, parse_order
 from kubepay_webhook.api_auth import bearer_token
 
 ORDER = {"order_id": "1111", "user_id": "u-1", "total": "19.99", "currency": "USD"}
@@ -16,7 +16,7 @@ ORDER = {"order_id": "1111", "user_id": "u-1", "total": "19.99", "currency": "US
 
 def test_json_nested_deeper_than_the_parser_goes_is_not_json() -> None:
     with pytest.raises(ValueError, match="nested too deeply"):
-        orders.loads(b"[" * 100_000 + b"]" * 100_000)
+        intake.loads(b"[" * 100_000 + b"]" * 100_000)
 
 
 @pytest.mark.parametrize(("value", "reason"), [

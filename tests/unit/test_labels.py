@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from kubepay.labels import is_label_value, label_value, naming
+from kubepay.model.labels import is_label_value, label_value, naming
 
 # The API server's rule for label values (apimachinery IsValidLabelValue).
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from kubepay.money import MoneyError, check_amount, currency_code, to_decimal_string, to_minor
+from kubepay.model.money import MoneyError, check_amount, currency_code, to_decimal_string, to_minor
 
 
 @pytest.mark.parametrize(("amount", "currency", "minor"), [

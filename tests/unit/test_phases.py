@@ -2,7 +2,7 @@ from typing import Any
 
 import pytest
 
-from kubepay.phases import Observation, Phase, from_stripe, observe_intent, supersedes
+from kubepay.model.phases import Observation, Phase, from_stripe, observe_intent, supersedes
 
 
 def _obs(phase: Phase, created: int) -> Observation:

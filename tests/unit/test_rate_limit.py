@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kubepay.rate_limit import TokenBucket
+from kubepay.stripe.rate_limit import TokenBucket
 
 
 class VirtualClock:

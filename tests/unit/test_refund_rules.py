@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubepay.refunds import RefundRefused, refund_amount
+from kubepay.model.refunds import RefundRefused, refund_amount
 
 
 def _paid(currency: str, received: int) -> dict[str, Any]:

@@ -10,10 +10,19 @@ import jsonschema
 import pytest
 
 from kubepay.config import Topics
-from kubepay.events import CANCELED, FAILED, INITIATED, SUCCEEDED, Payment, Refund, messages_for, refund_message
-from kubepay.kube_client import KubeClient
-from kubepay.orders import ORDER_ID_ANNOTATION, ORDER_ID_LABEL, Order, manifest, order_label, resource_name
-from kubepay.orders_consumer import PoisonMessage, parse_order
+from kubepay.kube.client import KubeClient
+from kubepay.mirror.messages import (
+    CANCELED,
+    FAILED,
+    INITIATED,
+    SUCCEEDED,
+    Payment,
+    Refund,
+    messages_for,
+    refund_message,
+)
+from kubepay.orders.consumer import PoisonMessage, parse_order
+from kubepay.orders.intake import ORDER_ID_ANNOTATION, ORDER_ID_LABEL, Order, manifest, order_label, resource_name
 from kubepay.store import Store
 from kubepay_webhook.api import ApiConfig, make_api_app
 from kubepay_webhook.api_auth import SharedToken

@@ -1,6 +1,6 @@
 import pytest
 
-from kubepay.conditions import sentence
+from kubepay.model.conditions import sentence
 
 
 @pytest.mark.parametrize(("text", "expected"), [

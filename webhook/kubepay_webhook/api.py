@@ -22,8 +22,7 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay import identity, labels, orders
-from kubepay.kube_client import (
+from kubepay.kube.client import (
     GROUP,
     PAYMENT_INTENTS,
     PAYMENT_REFUNDS,
@@ -34,7 +33,9 @@ from kubepay.kube_client import (
     KubeUnavailable,
     NotFound,
 )
-from kubepay.money import to_decimal_string
+from kubepay.model import identity, labels
+from kubepay.model.money import to_decimal_string
+from kubepay.orders import intake
 from kubepay.store import PaymentRow, Store, StoreUnavailable
 from kubepay_webhook.api_auth import Authenticator
 from kubepay_webhook.openapi import document
@@ -99,7 +100,7 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> dict[st
     if optional and not raw.strip():
         return {}
     try:
-        body = orders.loads(raw)
+        body = intake.loads(raw)
     except ValueError:
         return invalid({"body": "must be a JSON object"})
     if not isinstance(body, dict):
@@ -122,7 +123,7 @@ def _text(body: dict[str, Any], name: str, problems: dict[str, str], *, required
     if len(value) > limit:
         problems[name] = f"must be at most {limit} characters"
         return None
-    if identifier and (problem := orders.identifier_problem(value)):
+    if identifier and (problem := intake.identifier_problem(value)):
         problems[name] = problem
         return None
     return value
@@ -162,8 +163,8 @@ def _amount(body: dict[str, Any], currency: str | None, problems: dict[str, str]
     if currency is None:
         return None
     if name == "amount":
-        return orders.check_minor(raw, currency, name)
-    return orders.parse_amount(raw, currency, name)
+        return intake.check_minor(raw, currency, name)
+    return intake.parse_amount(raw, currency, name)
 
 
 def _amounts(name: str, minor: int, currency: str) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def _amounts(name: str, minor: int, currency: str) -> dict[str, Any]:
 def _parse(step: Callable[[], Any], problems: dict[str, str]) -> Any:
     try:
         return step()
-    except orders.OrderInvalid as exc:
+    except intake.OrderInvalid as exc:
         problems.update(exc.fields)
         return None
 
@@ -185,18 +186,18 @@ async def create_intent(request: web.Request) -> web.Response:
         return body
     problems: dict[str, str] = {}
     order_id = _text(body, "order_id", problems, required=True, limit=255, identifier=True)
-    currency = _parse(lambda: orders.parse_currency(body.get("currency")), problems)
+    currency = _parse(lambda: intake.parse_currency(body.get("currency")), problems)
     amount = _parse(lambda: _amount(body, currency, problems), problems)
     user_id = _text(body, "user_id", problems, required=False, limit=255, identifier=True)
     description = _text(body, "description", problems, required=False, limit=1000)
     metadata = _metadata(body, problems)
     if problems or order_id is None or amount is None or currency is None:
         return invalid(problems)
-    order = orders.Order(order_id, amount, currency, user_id, description, metadata)
+    order = intake.Order(order_id, amount, currency, user_id, description, metadata)
     config, kube = request.app[CONFIG], request.app[KUBE]
     try:
-        resource, created = await orders.ensure_payment_intent(kube, config.namespace, order, "api")
-    except orders.OrderConflict as exc:
+        resource, created = await intake.ensure_payment_intent(kube, config.namespace, order, "api")
+    except intake.OrderConflict as exc:
         meta = exc.existing["metadata"]
         return error(409, str(exc), name=meta["name"], payment_id=str(identity.payment_id(meta["uid"])))
     except Invalid as exc:  # the API server refused the resource itself (schema validation)
@@ -289,7 +290,7 @@ async def list_payments(request: web.Request) -> web.Response:
     order_id = request.query.get("order_id", "")
     if not order_id:
         return invalid({"order_id": "is required (GET /payments?order_id=...)"})
-    if problem := orders.identifier_problem(order_id):
+    if problem := intake.identifier_problem(order_id):
         return invalid({"order_id": problem})
     rows = await request.app[STORE].find_by_order(order_id)
     return web.json_response({"payments": [payment_json(row) for row in rows]})
@@ -343,7 +344,7 @@ async def create_refund(request: web.Request) -> web.Response:
         "metadata": {
             "name": f"{row.resource_name}-refund-{suffix}",
             "namespace": row.resource_namespace,
-            "labels": {orders.SOURCE_LABEL: "api", **parent_labels},
+            "labels": {intake.SOURCE_LABEL: "api", **parent_labels},
             "annotations": {**parent_annotations, **({"kubepay.io/idempotency-key": key} if key else {})},
         },
         "spec": spec,

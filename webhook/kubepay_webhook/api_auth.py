@@ -20,7 +20,7 @@ from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepay.config import Settings
-from kubepay.kube_client import GROUP, PAYMENT_INTENTS, KubeClient, KubeUnavailable, TokenRefused
+from kubepay.kube.client import GROUP, PAYMENT_INTENTS, KubeClient, KubeUnavailable, TokenRefused
 
 log = logging.getLogger(__name__)
 

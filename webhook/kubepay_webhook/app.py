@@ -7,9 +7,11 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kubepay import event_shape, metrics, stripe_events
-from kubepay.kube_client import Conflict, KubeClient, KubeUnavailable
+from kubepay import metrics
+from kubepay.kube.client import Conflict, KubeClient, KubeUnavailable
 from kubepay.store import Store, StoreUnavailable
+from kubepay.stripe import event_shape
+from kubepay.stripe import events as stripe_events
 from kubepay_webhook import receiver
 from kubepay_webhook.serving import KUBE, STORE, add_health_routes
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import stripe
 
-from kubepay import event_shape
+from kubepay.stripe import event_shape
 
 SIGNATURE_TOLERANCE = 300  # seconds into the past, as Stripe's libraries
 CLOCK_SKEW = 30  # seconds into the future: clocks differ a little, a replayed capture from the future does not

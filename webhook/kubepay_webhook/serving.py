@@ -11,7 +11,7 @@ from aiohttp import web
 
 from kubepay import dependencies, migrate
 from kubepay.config import Settings
-from kubepay.kube_client import KubeClient, KubeUnavailable
+from kubepay.kube.client import KubeClient, KubeUnavailable
 from kubepay.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)

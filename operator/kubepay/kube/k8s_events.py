@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from kubepay.conditions import sentence
+from kubepay.model.conditions import sentence
 
 REPORTING_COMPONENT = "kubepay-controller"
 

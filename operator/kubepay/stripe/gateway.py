@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import stripe
 
 from kubepay import __version__, metrics
-from kubepay.rate_limit import TokenBucket
+from kubepay.stripe.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,11 +10,10 @@ from typing import Any, NoReturn
 import kopf
 import prometheus_client
 
-from kubepay import backfill, downstream, identity, k8s_events, metrics, orders_consumer, refused_writes
-from kubepay.conditions import sentence
+from kubepay import metrics
 from kubepay.config import Settings
-from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
-from kubepay.intents import (
+from kubepay.controller import backfill, refusals
+from kubepay.controller.intents import (
     AdoptionRefused,
     SpecRefused,
     adopt_intent,
@@ -23,11 +22,17 @@ from kubepay.intents import (
     reconcile_spec,
     spec_problems,
 )
-from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION
-from kubepay.phases import FINAL, Phase, observe_intent
-from kubepay.runtime import Runtime
-from kubepay.status_writer import apply_observation, write_not_synced
-from kubepay.stripe_gateway import StripeRejected
+from kubepay.controller.reconcile import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
+from kubepay.controller.runtime import Runtime
+from kubepay.kube import k8s_events
+from kubepay.kube.client import GROUP, PAYMENT_INTENTS, VERSION
+from kubepay.kube.status_writer import apply_observation, write_not_synced
+from kubepay.mirror import downstream
+from kubepay.model import identity
+from kubepay.model.conditions import sentence
+from kubepay.model.phases import FINAL, Phase, observe_intent
+from kubepay.orders import consumer as orders_consumer
+from kubepay.stripe.gateway import StripeRejected
 
 CANCELABLE = {"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action"}
 PAUSED_ANNOTATION = "kubepay.io/paused"
@@ -60,7 +65,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logg
     # One exact namespace needs no namespace scanning (nor the RBAC to list/watch namespaces).
     settings.scanning.disabled = config.namespace is not None
     if config.admission_port:
-        from kubepay.admission import configure_server
+        from kubepay.controller.admission import configure_server
 
         configure_server(settings, config)
     if config.metrics_port and "metrics_server" not in memo:  # bound once, should start-up be retried
@@ -92,7 +97,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.resume(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
 @kopf.on.create(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
-@refused_writes.reports_refusals(PAYMENT_INTENTS)
+@refusals.reports_refusals(PAYMENT_INTENTS)
 async def ensure_stripe_intent(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int, **_: Any) -> None:
     """Create (or adopt) the Stripe intent unless status already names one."""
     if (status.get("stripe") or {}).get("paymentIntentId") or body.meta.get("deletionTimestamp"):
@@ -173,7 +178,7 @@ async def mirror(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> 
         return None if snapshot.get("status", {}).get("phase") in FINAL else jittered(rt.settings.resync_seconds)
 
     await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True),
-                            lambda exc: refused_writes.report(rt.kube, PAYMENT_INTENTS, body, exc), logger)
+                            lambda exc: refusals.report(rt.kube, PAYMENT_INTENTS, body, exc), logger)
 
 
 async def _announce_pause(rt: Runtime, body: kopf.Body, snapshot: dict[str, Any], paused: bool) -> None:
@@ -233,7 +238,7 @@ async def _resync(rt: Runtime, body: dict[str, Any], logger: Logger) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PAYMENT_INTENTS, id="finalize")
-@refused_writes.reports_refusals(PAYMENT_INTENTS)
+@refusals.reports_refusals(PAYMENT_INTENTS)
 async def finalize(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, retry: int,
                    **_: Any) -> None:
     """Cancel a still-cancelable Stripe intent (deletionPolicy Cancel) and mirror the outcome."""

@@ -12,7 +12,7 @@ from aiokafka.errors import (
 )
 
 from kubepay import metrics
-from kubepay.events import Message
+from kubepay.mirror.messages import Message
 
 
 class PublishFailed(Exception):

@@ -6,22 +6,24 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from kubepay import events, logs, refunds
+from kubepay import logs
 from kubepay.config import Settings
-from kubepay.identity import payment_id, refund_id
-from kubepay.kube_client import PAYMENT_INTENTS, KubeClient
-from kubepay.phases import DB_STATUS, Phase
-from kubepay.publisher import Publisher, PublishRejected
+from kubepay.kube.client import PAYMENT_INTENTS, KubeClient
+from kubepay.mirror import messages
+from kubepay.mirror.publisher import Publisher, PublishRejected
+from kubepay.model import refunds
+from kubepay.model.identity import payment_id, refund_id
+from kubepay.model.phases import DB_STATUS, Phase
 from kubepay.store import PaymentRow, RefundRow, Store, StoreRejected
 
 log = logging.getLogger(__name__)
 
 
-def payment_of(body: dict[str, Any]) -> events.Payment:
+def payment_of(body: dict[str, Any]) -> messages.Payment:
     meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
     failure = status.get("failure") or {}
     stripe_block = status.get("stripe") or {}
-    return events.Payment(
+    return messages.Payment(
         uid=meta["uid"],
         namespace=meta["namespace"],
         name=meta["name"],
@@ -70,9 +72,9 @@ def ready_for_downstream(body: dict[str, Any]) -> bool:
 
 def due(body: dict[str, Any], published: list[str]) -> list[str]:
     status = body["status"]
-    milestones = events.due(Phase(status["phase"]), published)
+    milestones = messages.due(Phase(status["phase"]), published)
     if not (status.get("stripe") or {}).get("paymentIntentId"):
-        milestones = [m for m in milestones if m != events.INITIATED]
+        milestones = [m for m in milestones if m != messages.INITIATED]
     return milestones
 
 
@@ -117,7 +119,7 @@ async def sync(
     sent: list[str] = []
     for milestone in due(body, published):
         try:
-            await publisher.publish(events.messages_for(milestone, payment, settings.topics, settings.source))
+            await publisher.publish(messages.messages_for(milestone, payment, settings.topics, settings.source))
         except PublishRejected as exc:
             refused.append(exc)
             continue
@@ -157,11 +159,11 @@ async def sync_refund(
         failure_reason=failure.get("message"), resource_namespace=meta["namespace"], resource_name=meta["name"],
         resource_uid=meta["uid"],
     ))
-    if phase is not refunds.RefundPhase.SUCCEEDED or events.REFUNDED in published:
+    if phase is not refunds.RefundPhase.SUCCEEDED or messages.REFUNDED in published:
         return published
-    refund = events.Refund(uid=meta["uid"], refund_id=str(refund_id(meta["uid"])),
+    refund = messages.Refund(uid=meta["uid"], refund_id=str(refund_id(meta["uid"])),
                            provider_refund_id=status["stripe"]["refundId"], amount_minor=int(status["amount"]),
                            reason=body["spec"].get("reason"))
-    await publisher.publish([events.refund_message(payment_of(payment_body), refund, settings.topics,
+    await publisher.publish([messages.refund_message(payment_of(payment_body), refund, settings.topics,
                                                    settings.source)])
-    return await _record_published(kube, refunds.PAYMENT_REFUNDS, body, published, [events.REFUNDED])
+    return await _record_published(kube, refunds.PAYMENT_REFUNDS, body, published, [messages.REFUNDED])

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubepay.config import Topics
-from kubepay.money import to_decimal_string
-from kubepay.phases import Phase
+from kubepay.model.money import to_decimal_string
+from kubepay.model.phases import Phase
 
 # ce_id is uuid5 in this namespace of "<resource uid>/<milestone>/<message type>": a replay reuses it.
 CE_NAMESPACE = uuid.UUID("6f0e5b7c-3a1d-4c2e-9b8f-6b7562657061")

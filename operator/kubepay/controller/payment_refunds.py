@@ -9,13 +9,19 @@ from typing import Any
 
 import kopf
 
-from kubepay import downstream, identity, k8s_events, logs, refused_writes
-from kubepay.conditions import observed, set_condition
-from kubepay.daemons import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
-from kubepay.handlers import runtime
-from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, NotFound
-from kubepay.phases import observe_intent
-from kubepay.refunds import (
+from kubepay import logs
+from kubepay.controller import refusals
+from kubepay.controller.payment_intents import runtime
+from kubepay.controller.reconcile import RETRYABLE, Logger, backoff, jittered, reconcile_forever, wake_event
+from kubepay.controller.runtime import Runtime
+from kubepay.kube import k8s_events
+from kubepay.kube.client import GROUP, PAYMENT_INTENTS, VERSION, NotFound
+from kubepay.kube.status_writer import apply_observation, write_not_synced, write_status
+from kubepay.mirror import downstream
+from kubepay.model import identity
+from kubepay.model.conditions import observed, set_condition
+from kubepay.model.phases import observe_intent
+from kubepay.model.refunds import (
     FINAL,
     PAYMENT_REFUNDS,
     RefundObservation,
@@ -25,9 +31,7 @@ from kubepay.refunds import (
     refund_amount,
     refund_status_patch,
 )
-from kubepay.runtime import Runtime
-from kubepay.status_writer import apply_observation, write_not_synced, write_status
-from kubepay.stripe_gateway import StripeRejected
+from kubepay.stripe.gateway import StripeRejected
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ async def parent_of(rt: Runtime, namespace: str, spec: dict[str, Any]) -> dict[s
 
 @kopf.on.resume(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
 @kopf.on.create(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
-@refused_writes.reports_refusals(PAYMENT_REFUNDS)
+@refusals.reports_refusals(PAYMENT_REFUNDS)
 async def ensure_stripe_refund(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, retry: int,
                                **_: Any) -> None:
     """Check again what admission checked (it can be bypassed), then create the Stripe refund once."""
@@ -124,7 +128,7 @@ async def mirror_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: A
         return None if phase in FINAL else jittered(rt.settings.resync_seconds)
 
     await reconcile_forever(wake_event(memo), step, lambda: state.update(resync=True),
-                            lambda exc: refused_writes.report(rt.kube, PAYMENT_REFUNDS, body, exc), logger)
+                            lambda exc: refusals.report(rt.kube, PAYMENT_REFUNDS, body, exc), logger)
 
 
 async def _refresh_parent(rt: Runtime, parent: dict[str, Any]) -> None:

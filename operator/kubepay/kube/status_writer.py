@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kubepay import logs
-from kubepay.conditions import now_iso, observed, sentence, set_condition
-from kubepay.kube_client import PAYMENT_INTENTS, Conflict, KubeClient
-from kubepay.phases import Observation, Phase, supersedes
+from kubepay.kube.client import PAYMENT_INTENTS, Conflict, KubeClient
+from kubepay.model.conditions import now_iso, observed, sentence, set_condition
+from kubepay.model.phases import Observation, Phase, supersedes
 
 log = logging.getLogger(__name__)
 

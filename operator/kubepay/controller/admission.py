@@ -14,10 +14,10 @@ from typing import Any
 import kopf
 
 from kubepay.config import Settings
-from kubepay.intents import AMOUNT_UPDATABLE, describe, spec_problems
-from kubepay.kube_client import GROUP, PAYMENT_INTENTS, VERSION, KubeUnavailable, NotFound
-from kubepay.refunds import PAYMENT_REFUNDS, RefundRefused, refund_amount
-from kubepay.runtime import Runtime
+from kubepay.controller.intents import AMOUNT_UPDATABLE, describe, spec_problems
+from kubepay.controller.runtime import Runtime
+from kubepay.kube.client import GROUP, PAYMENT_INTENTS, VERSION, KubeUnavailable, NotFound
+from kubepay.model.refunds import PAYMENT_REFUNDS, RefundRefused, refund_amount
 
 
 def configure_server(settings: kopf.OperatorSettings, config: Settings) -> None:

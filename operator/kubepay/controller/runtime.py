@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from kubepay import dependencies, migrate
 from kubepay.config import Settings
-from kubepay.kube_client import KubeClient
-from kubepay.publisher import Publisher
+from kubepay.kube.client import KubeClient
+from kubepay.mirror.publisher import Publisher
 from kubepay.store import Store
-from kubepay.stripe_gateway import StripeGateway
+from kubepay.stripe.gateway import StripeGateway
 
 
 @dataclass

@@ -6,13 +6,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kubepay import identity, labels
-from kubepay.conditions import observed, set_condition
-from kubepay.kube_client import PAYMENT_INTENTS
-from kubepay.money import MoneyError, check_amount, currency_code
-from kubepay.phases import Phase, observe_intent
-from kubepay.runtime import Runtime
-from kubepay.status_writer import apply_observation
+from kubepay.controller.runtime import Runtime
+from kubepay.kube.client import PAYMENT_INTENTS
+from kubepay.kube.status_writer import apply_observation
+from kubepay.model import identity, labels
+from kubepay.model.conditions import observed, set_condition
+from kubepay.model.money import MoneyError, check_amount, currency_code
+from kubepay.model.phases import Phase, observe_intent
 
 # Stripe accepts amount changes only before the customer has committed to paying.
 AMOUNT_UPDATABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})

@@ -15,11 +15,12 @@ from typing import Any
 
 import kopf
 
-from kubepay import k8s_events, metrics
-from kubepay.conditions import sentence, set_condition
-from kubepay.kube_client import Invalid, KubeClient
-from kubepay.publisher import PublishRejected
-from kubepay.status_writer import write_status
+from kubepay import metrics
+from kubepay.kube import k8s_events
+from kubepay.kube.client import Invalid, KubeClient
+from kubepay.kube.status_writer import write_status
+from kubepay.mirror.publisher import PublishRejected
+from kubepay.model.conditions import sentence, set_condition
 from kubepay.store import StoreRejected
 
 log = logging.getLogger(__name__)

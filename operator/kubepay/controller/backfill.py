@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from kubepay import stripe_events
-from kubepay.kube_client import Conflict, KubeUnavailable
-from kubepay.runtime import Runtime
+from kubepay.controller.runtime import Runtime
+from kubepay.kube.client import Conflict, KubeUnavailable
 from kubepay.store import StoreUnavailable
-from kubepay.stripe_gateway import StripeRejected, StripeUnavailable
+from kubepay.stripe import events as stripe_events
+from kubepay.stripe.gateway import StripeRejected, StripeUnavailable
 
 log = logging.getLogger(__name__)
 

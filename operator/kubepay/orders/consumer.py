@@ -1,4 +1,4 @@
-"""`kubepay orders-consumer`: the tutorial service's orders.created events become PaymentIntent resources.
+"""`kubepay orders-consumer`: the tutorial service's intake.created events become PaymentIntent resources.
 
 Each message is handled in order: parsed, turned into the order's resource (idempotently, so a
 redelivery finds the resource made the first time), and only then is its offset committed. A message
@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay import dependencies, orders
+from kubepay import dependencies
 from kubepay.config import Settings
-from kubepay.daemons import backoff
-from kubepay.kube_client import Conflict, Invalid, KubeClient, KubeUnavailable
+from kubepay.controller.reconcile import backoff
+from kubepay.kube.client import Conflict, Invalid, KubeClient, KubeUnavailable
+from kubepay.orders import intake
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,12 @@ class PoisonMessage(Exception):
     """The message can never become a payment; the text is the reason put in the DLQ header."""
 
 
-def parse_order(value: bytes | None) -> orders.Order:
+def parse_order(value: bytes | None) -> intake.Order:
     """An OrderCreatedEvent (order_id, user_id, total as a decimal string, currency, items) to an Order."""
     if value is None:
         raise PoisonMessage("empty message (no value)")
     try:
-        event = orders.loads(value)
+        event = intake.loads(value)
     except ValueError as exc:  # UnicodeDecodeError included
         raise PoisonMessage(f"value is not JSON: {exc}") from None
     if not isinstance(event, dict):
@@ -54,33 +55,33 @@ def parse_order(value: bytes | None) -> orders.Order:
         order_id = str(order_id)
     if not isinstance(order_id, str) or not order_id.strip() or len(order_id) > 255:
         problems["order_id"] = "must be a non-empty string of at most 255 characters"
-    elif problem := orders.identifier_problem(order_id):
+    elif problem := intake.identifier_problem(order_id):
         problems["order_id"] = problem
     user_id = event.get("user_id")
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
     if user_id is not None and (not isinstance(user_id, str) or len(user_id) > 255):
         problems["user_id"] = "must be a string of at most 255 characters"
-    elif isinstance(user_id, str) and (problem := orders.identifier_problem(user_id)):
+    elif isinstance(user_id, str) and (problem := intake.identifier_problem(user_id)):
         problems["user_id"] = problem
     if event.get("items") is not None and not isinstance(event["items"], list):
         problems["items"] = "must be an array"
     currency: str | None = None
     amount: int | None = None
     try:
-        currency = orders.parse_currency(event.get("currency"))
-    except orders.OrderInvalid as exc:
+        currency = intake.parse_currency(event.get("currency"))
+    except intake.OrderInvalid as exc:
         problems.update(exc.fields)
     if "total" not in event:
         problems["total"] = "is required"
     elif currency is not None:
         try:
-            amount = orders.parse_amount(event["total"], currency, "total")
-        except orders.OrderInvalid as exc:
+            amount = intake.parse_amount(event["total"], currency, "total")
+        except intake.OrderInvalid as exc:
             problems.update(exc.fields)
     if problems or amount is None or currency is None or not isinstance(order_id, str):
         raise PoisonMessage("invalid OrderCreatedEvent: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
-    return orders.Order(order_id, amount, currency, user_id if isinstance(user_id, str) and user_id else None,
+    return intake.Order(order_id, amount, currency, user_id if isinstance(user_id, str) and user_id else None,
                         f"Order {order_id}")
 
 
@@ -156,7 +157,7 @@ class OrdersConsumer:
             resource, created = await self._ensure(order)
             log.info("%s: order %s -> %s (%s)", where, order.order_id, resource["metadata"]["name"],
                      "created" if created else "already there")
-        except (PoisonMessage, orders.OrderConflict) as exc:
+        except (PoisonMessage, intake.OrderConflict) as exc:
             await self._dead_letter(record, str(exc))
         except Invalid as exc:  # the API server refused the resource (schema): retrying cannot help
             await self._dead_letter(record, f"Kubernetes refused the PaymentIntent: {exc}")
@@ -167,11 +168,11 @@ class OrdersConsumer:
         except CommitFailedError as exc:  # rebalanced away: the next owner redelivers, which is harmless
             log.warning("%s: commit failed, the message will be redelivered: %s", where, exc)
 
-    async def _ensure(self, order: orders.Order) -> tuple[dict[str, Any], bool]:
+    async def _ensure(self, order: intake.Order) -> tuple[dict[str, Any], bool]:
         attempt = 0
         while True:
             try:
-                return await orders.ensure_payment_intent(self._kube, self._settings.orders_namespace, order, SOURCE)
+                return await intake.ensure_payment_intent(self._kube, self._settings.orders_namespace, order, SOURCE)
             except (KubeUnavailable, Conflict) as exc:
                 attempt += 1
                 delay = backoff(attempt, base=0.5)

@@ -10,11 +10,11 @@ from typing import NoReturn
 
 import kopf
 
-from kubepay.kube_client import Conflict, KubeUnavailable
-from kubepay.publisher import PublishFailed
-from kubepay.refused_writes import REFUSED, Refused
+from kubepay.controller.refusals import REFUSED, Refused
+from kubepay.kube.client import Conflict, KubeUnavailable
+from kubepay.mirror.publisher import PublishFailed
 from kubepay.store import StoreUnavailable
-from kubepay.stripe_gateway import StripeUnavailable
+from kubepay.stripe.gateway import StripeUnavailable
 
 Logger = logging.Logger | logging.LoggerAdapter  # type: ignore[type-arg]
 RETRYABLE = (StripeUnavailable, KubeUnavailable, StoreUnavailable, PublishFailed, Conflict)

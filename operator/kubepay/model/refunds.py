@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from kubepay import identity
-from kubepay.conditions import now_iso, set_condition
-from kubepay.money import MoneyError, check_amount
-from kubepay.phases import Phase
+from kubepay.model import identity
+from kubepay.model.conditions import now_iso, set_condition
+from kubepay.model.money import MoneyError, check_amount
+from kubepay.model.phases import Phase
 
 PAYMENT_REFUNDS = "paymentrefunds"
 REFUNDABLE_PHASES = frozenset({Phase.SUCCEEDED, Phase.PARTIALLY_REFUNDED})

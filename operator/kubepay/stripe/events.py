@@ -6,13 +6,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from kubepay import event_shape, identity, logs, metrics
-from kubepay.event_shape import CHARGE_TYPES, INTENT_TYPES, REFUND_TYPES, InvalidEvent
-from kubepay.kube_client import KubeClient, NotFound
-from kubepay.phases import Observation, observe_intent, observe_refunded_charge
-from kubepay.refunds import PAYMENT_REFUNDS, RefundObservation, refund_status_patch
-from kubepay.status_writer import apply_observation, recorded_by, write_status
+from kubepay import logs, metrics
+from kubepay.kube.client import KubeClient, NotFound
+from kubepay.kube.status_writer import apply_observation, recorded_by, write_status
+from kubepay.model import identity
+from kubepay.model.phases import Observation, observe_intent, observe_refunded_charge
+from kubepay.model.refunds import PAYMENT_REFUNDS, RefundObservation, refund_status_patch
 from kubepay.store import Store
+from kubepay.stripe import event_shape
+from kubepay.stripe.event_shape import CHARGE_TYPES, INTENT_TYPES, REFUND_TYPES, InvalidEvent
 
 log = logging.getLogger(__name__)
 

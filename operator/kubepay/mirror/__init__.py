@@ -1,0 +1,1 @@
+"""From a resource's status downstream: the PostgreSQL rows and the Kafka messages, each once."""
