@@ -28,10 +28,10 @@ def run_operator(args: argparse.Namespace) -> None:
     logs.setup(settings.log_level)
     import kopf
 
-    from kubepay.controller import payment_intents, payment_refunds  # noqa: F401  (registers the handlers)
+    from kubepay.controller import registry
 
     if settings.admission_port:
-        from kubepay.controller import admission  # noqa: F401  (registers the admission handlers)
+        registry.register_admission()
 
     peering = os.environ.get("KUBEPAY_PEERING_NAME", "").strip()
     asyncio.run(
@@ -96,7 +96,7 @@ def run_replay_events(args: argparse.Namespace) -> None:
 async def _replay(settings: config.Settings, event_ids: list[str]) -> list[tuple[str, str]]:
     from kubepay.stripe import events as stripe_events
 
-    store = await dependencies.store(settings.database_url)
+    store = await dependencies.store(settings)
     try:
         kube = await dependencies.kube()
         try:

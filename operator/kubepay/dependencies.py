@@ -15,27 +15,21 @@ from urllib.parse import urlsplit
 
 from aiokafka.errors import KafkaError
 
-from kubepay.kube.client import KubeClient, KubeUnavailable
-from kubepay.mirror.publisher import Publisher, PublishFailed
-from kubepay.store import Store, StoreUnavailable
+from kubepay import migrate, retry
+from kubepay.config import Settings
+from kubepay.kube.client import KubeClient
+from kubepay.mirror.publisher import Publisher
+from kubepay.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FIRST_DELAY = 0.5
 MAX_DELAY = 5.0  # back within a few seconds of the dependency's return
-UNAVAILABLE = (StoreUnavailable, PublishFailed, KubeUnavailable, KafkaError)
+UNAVAILABLE = (*retry.RETRYABLE, KafkaError)
 
 
 async def wait_until_up(what: str, where: str, connect: Callable[[], Awaitable[T]]) -> T:
     """Call `connect` until it succeeds; log each failure as one line naming the dependency's address."""
-    delay = FIRST_DELAY
-    while True:
-        try:
-            return await connect()
-        except UNAVAILABLE as exc:
-            log.warning("waiting for %s at %s: %s; retrying in %.1fs", what, where, exc, delay)
-        await asyncio.sleep(delay)
-        delay = min(MAX_DELAY, delay * 2)
+    return await retry.until_done(connect, UNAVAILABLE, log, f"waiting for {what} at {where}", cap=MAX_DELAY)
 
 
 def postgres_address(database_url: str) -> str:
@@ -44,17 +38,26 @@ def postgres_address(database_url: str) -> str:
     return f"{parts.hostname}:{parts.port or 5432}"
 
 
-async def store(database_url: str) -> Store:
-    return await wait_until_up("PostgreSQL", postgres_address(database_url), lambda: Store.connect(database_url))
+async def store(settings: Settings) -> Store:
+    """The PostgreSQL pool, once PostgreSQL answers; the schema migrated first if KUBEPAY_MIGRATE_ON_START."""
+    pool = await wait_until_up("PostgreSQL", postgres_address(settings.database_url),
+                               lambda: Store.connect(settings.database_url))
+    if settings.migrate_on_start:
+        try:
+            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+        except BaseException:
+            await pool.close()
+            raise
+    return pool
 
 
-async def publisher(brokers: str, acks: str, idempotence: bool) -> Publisher:
+async def publisher(settings: Settings) -> Publisher:
     async def start() -> Publisher:
-        producer = Publisher(brokers, acks, idempotence)
+        producer = Publisher(settings)
         await producer.start()
         return producer
 
-    return await wait_until_up("Kafka", brokers, start)
+    return await wait_until_up("Kafka", settings.kafka_brokers, start)
 
 
 async def kube() -> KubeClient:

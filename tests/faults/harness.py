@@ -21,7 +21,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import watch as k8s_watch
 
-from kubepay.model.phases import FINAL, RANK, Phase
+from kubepay.model.phases import Phase
 from kubepay.sandbox.child import free_port
 from kubepay.sandbox.kafka import ConsumedMessage, KafkaBroker
 from kubepay.sandbox.processes import KubepayProcess
@@ -271,8 +271,8 @@ class PhaseHistory:
         found = []
         for name, history in self.seen.items():
             for (old, old_created, _), (new, new_created, _) in itertools.pairwise(history):
-                left_final = Phase(old) in FINAL and RANK[Phase(new)] <= RANK[Phase(old)] and new != old
-                older = (new_created, RANK[Phase(new)]) < (old_created, RANK[Phase(old)])
+                left_final = Phase(old).final and Phase(new).rank <= Phase(old).rank and new != old
+                older = (new_created, Phase(new).rank) < (old_created, Phase(old).rank)
                 if left_final or older:
                     found.append(f"{name}: {old}@{old_created} -> {new}@{new_created}")
         return found

@@ -9,16 +9,20 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from kubepay import config
 from kubepay.mirror.messages import Message
 from kubepay.mirror.publisher import Publisher
 from kubepay.sandbox.apache_kafka import ApacheKafka
 from kubepay.sandbox.kafka import ConsumedMessage
 
+# The orders consumer's settings: kubepay's producer defaults (acks=all, idempotence) without a Stripe key.
+_ENV = {"DATABASE_URL": "postgresql://kubepay@127.0.0.1/kubepay"}
+
 
 async def test_production_publisher_settings_are_acknowledged() -> None:
     async with ApacheKafka() as broker:
         await broker.create_topics(["payments.succeeded"])
-        publisher = Publisher(broker.bootstrap_servers, acks="all", idempotence=True)  # kubepay's defaults
+        publisher = Publisher(config.load(_ENV | {"KAFKA_BROKER_URL": broker.bootstrap_servers}, config.ORDERS))
         await publisher.start()
         try:
             await publisher.publish([

@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kubepay.store import Store, StoreRejected, StoreUnavailable
+from kubepay.postgres import Database, StoreRejected, StoreUnavailable
 
 
 class _Pool:
@@ -42,7 +42,7 @@ class _Pool:
 ])
 async def test_connection_level_errors_are_unavailable(error: BaseException) -> None:
     with pytest.raises(StoreUnavailable):
-        await Store(_Pool(error)).ping()  # type: ignore[arg-type]
+        await Database(_Pool(error)).ping()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("error", [
@@ -52,4 +52,4 @@ async def test_connection_level_errors_are_unavailable(error: BaseException) -> 
 ])
 async def test_data_errors_are_refusals(error: BaseException) -> None:
     with pytest.raises(StoreRejected):
-        await Store(_Pool(error)).ping()  # type: ignore[arg-type]
+        await Database(_Pool(error)).ping()  # type: ignore[arg-type]

@@ -22,21 +22,24 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay.kube.client import (
+from kubepay.kube.client import Conflict, Invalid, KubeClient, KubeUnavailable, NotFound
+from kubepay.mirror.rows import PaymentRow
+from kubepay.model import identity, labels
+from kubepay.model.money import to_decimal_string
+from kubepay.model.phases import Phase, RefundPhase
+from kubepay.model.resources import (
     GROUP,
     PAYMENT_INTENTS,
     PAYMENT_REFUNDS,
     VERSION,
-    Conflict,
-    Invalid,
-    KubeClient,
-    KubeUnavailable,
-    NotFound,
+    Failure,
+    IntentStatus,
+    PaymentIntent,
+    PaymentRefund,
 )
-from kubepay.model import identity, labels
-from kubepay.model.money import to_decimal_string
 from kubepay.orders import intake
-from kubepay.store import PaymentRow, Store, StoreUnavailable
+from kubepay.postgres import StoreUnavailable
+from kubepay.store import Store
 from kubepay_webhook.api_auth import Authenticator
 from kubepay_webhook.openapi import document
 from kubepay_webhook.serving import KUBE, STORE, add_health_routes
@@ -216,31 +219,29 @@ async def create_intent(request: web.Request) -> web.Response:
             status=201 if created else 200,
         )
     if found is not None:
-        return error(422, f"Stripe refused the payment: {found.get('message') or found.get('code')}",
+        return error(422, f"Stripe refused the payment: {found.message or found.code}",
                      name=name, payment_id=payment_id)
     return error(504, f"the client secret did not appear within {config.wait_seconds:g}s; the payment exists, "
                  "repeat the request to get it", name=name, payment_id=payment_id)
 
 
-async def _client_secret(kube: KubeClient, namespace: str, name: str, deadline: float) -> str | dict[str, Any] | None:
+async def _client_secret(kube: KubeClient, namespace: str, name: str, deadline: float) -> str | Failure | None:
     """The client secret once the controller wrote it; the failure if Stripe refused; None at the deadline."""
     while True:
         try:
-            resource = await kube.get_custom(PAYMENT_INTENTS, namespace, name)
+            status = PaymentIntent.parse(await kube.get_custom(PAYMENT_INTENTS, namespace, name)).status
         except NotFound:
-            resource = {}
-        status = resource.get("status") or {}
-        ref = status.get("clientSecretRef") or {}
-        if ref.get("name") and ref.get("key"):
+            status = IntentStatus()
+        if status.client_secret_ref:
+            secret_name, key = status.client_secret_ref
             try:
-                value = (await kube.get_secret(namespace, ref["name"])).get(ref["key"])
+                value = (await kube.get_secret(namespace, secret_name)).get(key)
             except NotFound:
                 value = None
             if value:
                 return value
-        elif status.get("phase") == "Failed" and not (status.get("stripe") or {}).get("paymentIntentId"):
-            failure: dict[str, Any] = status.get("failure") or {}
-            return failure
+        elif status.phase is Phase.FAILED and not status.stripe.payment_intent_id:
+            return status.failure or Failure()
         if time.monotonic() + POLL_SECONDS > deadline:
             return None
         await asyncio.sleep(POLL_SECONDS)
@@ -276,7 +277,7 @@ async def _row(request: web.Request) -> PaymentRow | None:
         payment_id = uuid.UUID(request.match_info["id"])
     except ValueError:
         return None
-    return await request.app[STORE].get_payment(payment_id)
+    return await request.app[STORE].rows.get_payment(payment_id)
 
 
 async def get_payment(request: web.Request) -> web.Response:
@@ -292,23 +293,23 @@ async def list_payments(request: web.Request) -> web.Response:
         return invalid({"order_id": "is required (GET /payments?order_id=...)"})
     if problem := intake.identifier_problem(order_id):
         return invalid({"order_id": problem})
-    rows = await request.app[STORE].find_by_order(order_id)
+    rows = await request.app[STORE].rows.find_by_order(order_id)
     return web.json_response({"payments": [payment_json(row) for row in rows]})
 
 
-def _refund_json(refund: dict[str, Any], row: PaymentRow) -> dict[str, Any]:
-    spec, status = refund.get("spec") or {}, refund.get("status") or {}
-    amount = spec.get("amount")  # None: everything still refundable
+def _refund_json(body: dict[str, Any], row: PaymentRow) -> dict[str, Any]:
+    refund = PaymentRefund.parse(body)
+    amount = refund.spec.amount  # None: everything still refundable
     return {
-        "name": refund["metadata"]["name"],
-        "namespace": refund["metadata"].get("namespace", ""),
+        "name": refund.meta.name,
+        "namespace": refund.meta.namespace,
         "payment_id": str(row.id),
-        "payment_intent_name": spec.get("paymentIntentName", ""),
+        "payment_intent_name": refund.spec.payment_intent_name,
         **(_amounts("amount", amount, row.currency) if amount is not None
            else {"amount": None, "amount_decimal": None}),
         "currency": row.currency.upper(),
-        "reason": spec.get("reason"),
-        "phase": status.get("phase") or "Pending",
+        "reason": refund.spec.reason,
+        "phase": (refund.status.phase or RefundPhase.PENDING).value,
     }
 
 

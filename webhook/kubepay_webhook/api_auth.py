@@ -20,7 +20,8 @@ from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepay.config import Settings
-from kubepay.kube.client import GROUP, PAYMENT_INTENTS, KubeClient, KubeUnavailable, TokenRefused
+from kubepay.kube.client import KubeClient, KubeUnavailable, TokenRefused
+from kubepay.model.resources import GROUP, PAYMENT_INTENTS
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubepay import metrics
-from kubepay.kube.client import Conflict, KubeClient, KubeUnavailable
-from kubepay.store import Store, StoreUnavailable
-from kubepay.stripe import event_shape
+from kubepay.kube.client import KubeClient
+from kubepay.postgres import StoreUnavailable
+from kubepay.retry import RETRYABLE
+from kubepay.store import Store
+from kubepay.stripe import event_shape, signature
 from kubepay.stripe import events as stripe_events
-from kubepay_webhook import receiver
 from kubepay_webhook.serving import KUBE, STORE, add_health_routes
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ async def webhook(request: web.Request) -> web.Response:
         except web.HTTPRequestEntityTooLarge:
             return _rejected(request, 413, f"body larger than {MAX_BODY} bytes")
         try:
-            event = receiver.verify(payload, request.headers.get("Stripe-Signature"), request.app[SECRET])
-        except receiver.BadRequest as exc:
+            event = signature.verify(payload, request.headers.get("Stripe-Signature"), request.app[SECRET])
+        except signature.BadRequest as exc:
             metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
             return _rejected(request, 400, str(exc))
         except event_shape.InvalidEvent as exc:
@@ -43,7 +44,7 @@ async def webhook(request: web.Request) -> web.Response:
         try:
             outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE],
                                                  request.app[NAMESPACE])
-        except (StoreUnavailable, KubeUnavailable, Conflict) as exc:
+        except RETRYABLE as exc:
             log.warning("Stripe event %s deferred (503, Stripe retries): %s", event["id"], exc,
                         extra={"stripe_event_id": event["id"]})
             metrics.WEBHOOK_EVENTS.labels(event["type"], "unavailable").inc()

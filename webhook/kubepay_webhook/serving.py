@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import Callable
 
 from aiohttp import web
 
-from kubepay import dependencies, migrate
+from kubepay import dependencies, http_server
 from kubepay.config import Settings
 from kubepay.kube.client import KubeClient, KubeUnavailable
-from kubepay.store import Store, StoreUnavailable
+from kubepay.postgres import StoreUnavailable
+from kubepay.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +48,12 @@ def add_health_routes(app: web.Application) -> None:
 async def serve(settings: Settings, port: int, make_app: Callable[[Store, KubeClient], web.Application],
                 what: str) -> None:
     """Connect, serve `make_app` on `port` until SIGTERM or SIGINT, then close everything."""
-    store = await dependencies.store(settings.database_url)
-    if settings.migrate_on_start:
-        await asyncio.to_thread(migrate.upgrade, settings.database_url)
-    kube = await dependencies.kube()
-    runner = web.AppRunner(make_app(store, kube), access_log=None)
+    store = await dependencies.store(settings)
     try:
-        await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", port).start()
-        log.info("%s listening on port %d", what, port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        kube = await dependencies.kube()
+        try:
+            await http_server.serve_until_stopped(make_app(store, kube), port, what)
+        finally:
+            await kube.close()
     finally:
-        await runner.cleanup()
-        await kube.close()
         await store.close()

@@ -1,9 +1,8 @@
 """Validating admission: refuse refunds, amounts and amount changes Stripe would refuse, before they are stored.
 
 The controller checks the same rules again, since admission can be bypassed or be down
-(the chart's failurePolicy is Ignore by default). Importing this module registers the handlers, so
-`kubepay operator` imports it only when KUBEPAY_ADMISSION_PORT is set: kopf refuses to start with
-admission handlers and no server.
+(the chart's failurePolicy is Ignore by default). `registry.register_admission` registers these only
+when KUBEPAY_ADMISSION_PORT is set: kopf refuses to start with admission handlers and no server.
 """
 
 from __future__ import annotations
@@ -16,8 +15,9 @@ import kopf
 from kubepay.config import Settings
 from kubepay.controller.intents import AMOUNT_UPDATABLE, describe, spec_problems
 from kubepay.controller.runtime import Runtime
-from kubepay.kube.client import GROUP, PAYMENT_INTENTS, VERSION, KubeUnavailable, NotFound
-from kubepay.model.refunds import PAYMENT_REFUNDS, RefundRefused, refund_amount
+from kubepay.kube.client import KubeUnavailable, NotFound
+from kubepay.model.refunds import RefundRefused, refund_amount
+from kubepay.model.resources import PAYMENT_INTENTS, PaymentIntent, RefundSpec
 
 
 def configure_server(settings: kopf.OperatorSettings, config: Settings) -> None:
@@ -32,22 +32,22 @@ def configure_server(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.admission.managed = None
 
 
-@kopf.on.validate(GROUP, VERSION, PAYMENT_REFUNDS, id="validate-paymentrefund", operations=["CREATE"])
 async def validate_refund(spec: kopf.Spec, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime = memo["runtime"]
+    refund = RefundSpec.parse(spec)
     try:
-        parent = await rt.kube.get_custom(PAYMENT_INTENTS, str(namespace), spec["paymentIntentName"])
+        parent = PaymentIntent.parse(await rt.kube.get_custom(PAYMENT_INTENTS, str(namespace),
+                                                              refund.payment_intent_name))
     except NotFound:
         parent = None
     except KubeUnavailable as exc:
         raise kopf.AdmissionError(f"cannot check the PaymentIntent now: {exc}", code=503) from None
     try:
-        refund_amount(dict(spec), parent)
+        refund_amount(refund, parent)
     except RefundRefused as exc:
         raise kopf.AdmissionError(str(exc), code=422) from None
 
 
-@kopf.on.validate(GROUP, VERSION, PAYMENT_INTENTS, id="validate-paymentintent", operations=["CREATE", "UPDATE"])
 async def validate_intent(spec: kopf.Spec, **kwargs: Any) -> None:
     """Amounts Stripe would refuse for the currency; amount changes Stripe no longer allows.
 
@@ -61,7 +61,7 @@ async def validate_intent(spec: kopf.Spec, **kwargs: Any) -> None:
         raise kopf.AdmissionError(describe(problems), code=422)
     if old_spec.get("amount") in (None, spec.get("amount")):
         return
-    stripe_status = (((old or {}).get("status") or {}).get("stripe") or {}).get("status")
+    stripe_status = PaymentIntent.parse(old or {}).status.stripe.status
     if stripe_status and stripe_status not in AMOUNT_UPDATABLE:
         raise kopf.AdmissionError(
             f"spec.amount can no longer change: the Stripe payment is {stripe_status}", code=422)

@@ -6,10 +6,9 @@ import logging
 import time
 
 from kubepay.controller.runtime import Runtime
-from kubepay.kube.client import Conflict, KubeUnavailable
-from kubepay.store import StoreUnavailable
+from kubepay.retry import RETRYABLE
 from kubepay.stripe import events as stripe_events
-from kubepay.stripe.gateway import StripeRejected, StripeUnavailable
+from kubepay.stripe.gateway import StripeRejected
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ SLACK = 300
 
 async def replay_missed_events(rt: Runtime) -> int:
     """Apply every handled event about our resources, created since the ledger's newest entry, that it lacks."""
-    newest = await rt.store.latest_event_created()
+    newest = await rt.store.ledger.latest_created()
     since = (newest - SLACK) if newest else int(time.time()) - DEFAULT_LOOKBACK
     applied = 0
     try:
@@ -29,7 +28,7 @@ async def replay_missed_events(rt: Runtime) -> int:
                 continue
             outcome = await stripe_events.handle(event, rt.store, rt.kube, rt.settings.namespace)
             applied += outcome == "applied"
-    except (StripeRejected, StripeUnavailable, StoreUnavailable, KubeUnavailable, Conflict) as exc:
+    except (StripeRejected, *RETRYABLE) as exc:
         log.warning("backfill from Stripe's Events API stopped early: %s", exc)
     log.info("backfill from Stripe's Events API applied %d missed event(s)", applied)
     return applied

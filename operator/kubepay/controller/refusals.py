@@ -2,8 +2,8 @@
 
 Refused for good: the Kubernetes API server's 422 (Invalid), PostgreSQL refusing a row's data
 (StoreRejected), Kafka refusing a message (PublishRejected). Repeating the same write cannot succeed, so
-nothing retries it: kopf handlers stop (`reports_refusals`), the per-resource daemons wait for the next
-change (`daemons.reconcile_forever`). Both report here.
+nothing retries it: kopf handlers stop (`error_policy`), the per-resource daemons wait for the next
+change (`reconcile.reconcile_forever`). Both report here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from kubepay.kube.client import Invalid, KubeClient
 from kubepay.kube.status_writer import write_status
 from kubepay.mirror.publisher import PublishRejected
 from kubepay.model.conditions import sentence, set_condition
-from kubepay.store import StoreRejected
+from kubepay.postgres import StoreRejected
+from kubepay.retry import RETRYABLE, backoff
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ async def report(kube: KubeClient, plural: str, body: Mapping[str, Any], exc: Re
         log.error("%s/%s: the API server refuses its status too: %s", meta["namespace"], meta["name"], again)
 
 
-def reports_refusals(plural: str) -> Callable[[Handler], Handler]:
-    """For kopf handlers: a write refused for good is reported once and the handler fails permanently."""
+def error_policy(plural: str) -> Callable[[Handler], Handler]:
+    """For kopf handlers, the one error policy: a write refused for good is reported once and the handler
+    fails permanently; an outage is retried with `kubepay.retry`'s backoff."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -71,6 +73,8 @@ def reports_refusals(plural: str) -> Callable[[Handler], Handler]:
             except REFUSED as exc:
                 await report(kwargs["memo"]["runtime"].kube, plural, kwargs["body"], exc)
                 raise kopf.PermanentError(message_of(exc)) from None
+            except RETRYABLE as exc:
+                raise kopf.TemporaryError(str(exc), delay=backoff(kwargs["retry"])) from None
 
         return wrapper
 

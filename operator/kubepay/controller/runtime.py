@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
-from kubepay import dependencies, migrate
+from kubepay import dependencies
 from kubepay.config import Settings
 from kubepay.kube.client import KubeClient
 from kubepay.mirror.publisher import Publisher
@@ -24,12 +23,9 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
         """Connect to every dependency, waiting for each one that is down."""
-        store = await dependencies.store(settings.database_url)
+        store = await dependencies.store(settings)
         try:
-            if settings.migrate_on_start:
-                await asyncio.to_thread(migrate.upgrade, settings.database_url)
-            publisher = await dependencies.publisher(settings.kafka_brokers, settings.kafka_acks,
-                                                     settings.kafka_idempotence)
+            publisher = await dependencies.publisher(settings)
         except BaseException:
             await store.close()
             raise

@@ -12,10 +12,8 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-GROUP = "kubepay.io"
-VERSION = "v1alpha1"
-PAYMENT_INTENTS = "paymentintents"
-PAYMENT_REFUNDS = "paymentrefunds"
+from kubepay.model.resources import GROUP, VERSION
+
 MERGE_PATCH = "application/merge-patch+json"
 
 

@@ -1,60 +1,64 @@
-"""Mirror a PaymentIntent's status into its payments row and announce each milestone on Kafka once."""
+"""Mirror a resource's status downstream, for both kinds: its row, and each milestone's Kafka messages once.
+
+A row or message refused for good does not hold back the others; the watermark (`status.published`)
+records what was sent, so a restart republishes at most, never loses.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 from kubepay import logs
 from kubepay.config import Settings
-from kubepay.kube.client import PAYMENT_INTENTS, KubeClient
+from kubepay.kube.client import KubeClient
 from kubepay.mirror import messages
 from kubepay.mirror.publisher import Publisher, PublishRejected
-from kubepay.model import refunds
+from kubepay.mirror.rows import PaymentRow, RefundRow
 from kubepay.model.identity import payment_id, refund_id
-from kubepay.model.phases import DB_STATUS, Phase
-from kubepay.store import PaymentRow, RefundRow, Store, StoreRejected
+from kubepay.model.phases import Phase, RefundPhase
+from kubepay.model.resources import PaymentIntent, PaymentRefund, Resource
+from kubepay.postgres import StoreRejected
+from kubepay.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def payment_of(body: dict[str, Any]) -> messages.Payment:
-    meta, spec, status = body["metadata"], body["spec"], body.get("status") or {}
-    failure = status.get("failure") or {}
-    stripe_block = status.get("stripe") or {}
+def payment_of(pi: PaymentIntent) -> messages.Payment:
+    status, stripe_block = pi.status, pi.status.stripe
+    failure = status.failure
     return messages.Payment(
-        uid=meta["uid"],
-        namespace=meta["namespace"],
-        name=meta["name"],
-        payment_id=status.get("paymentId") or str(payment_id(meta["uid"])),
-        order_id=spec["orderId"],
-        user_id=spec.get("userId"),
+        uid=pi.meta.uid,
+        namespace=pi.meta.namespace,
+        name=pi.meta.name,
+        payment_id=status.payment_id or str(payment_id(pi.meta.uid)),
+        order_id=pi.spec.order_id,
+        user_id=pi.spec.user_id,
         # What Stripe charges; the spec may ask for more than Stripe still allows (Synced=False says so).
-        amount_minor=int(stripe_block.get("amount") or spec["amount"]),
-        currency=spec["currency"],
-        provider_id=stripe_block.get("paymentIntentId", ""),
-        payment_method=stripe_block.get("paymentMethod"),
-        failure_code=failure.get("declineCode") or failure.get("code"),
-        failure_reason=failure.get("message"),
-        observed_at=int(stripe_block.get("lastEventCreated") or 0),
+        amount_minor=stripe_block.amount or pi.spec.amount,
+        currency=pi.spec.currency,
+        provider_id=stripe_block.payment_intent_id or "",
+        payment_method=stripe_block.payment_method,
+        failure_code=(failure.decline_code or failure.code) if failure else None,
+        failure_reason=failure.message if failure else None,
+        observed_at=stripe_block.last_event_created,
     )
 
 
-def row_of(body: dict[str, Any]) -> PaymentRow:
-    payment = payment_of(body)
-    status = body.get("status") or {}
+def row_of(pi: PaymentIntent, phase: Phase) -> PaymentRow:
+    payment = payment_of(pi)
     return PaymentRow(
         id=payment_id(payment.uid),
         order_id=payment.order_id,
         user_id=payment.user_id,
         amount=payment.amount_minor,
         currency=payment.currency,
-        status=DB_STATUS[Phase(status["phase"])],
+        status=phase.db_status,
         payment_method=payment.payment_method,
         provider_payment_id=payment.provider_id or None,
-        amount_received=int(status.get("amountReceived") or 0),
-        amount_refunded=int(status.get("amountRefunded") or 0),
+        amount_received=pi.status.amount_received,
+        amount_refunded=pi.status.amount_refunded or 0,
         failure_code=payment.failure_code,
         failure_reason=payment.failure_reason,
         resource_namespace=payment.namespace,
@@ -63,107 +67,100 @@ def row_of(body: dict[str, Any]) -> PaymentRow:
     )
 
 
-def ready_for_downstream(body: dict[str, Any]) -> bool:
+@dataclass(frozen=True)
+class Plan:
+    """What a resource's status implies downstream: its row, and the messages of each milestone."""
+
+    row: PaymentRow | RefundRow
+    milestones: dict[str, list[messages.Message]] = field(default_factory=dict)
+
+
+def _intent_plan(pi: PaymentIntent, published: Sequence[str], settings: Settings) -> Plan | None:
     """A Stripe intent exists, or Stripe refused to create one (the order still learns it failed)."""
-    status = body.get("status") or {}
-    has_intent = bool((status.get("stripe") or {}).get("paymentIntentId"))
-    return bool(status.get("phase")) and (has_intent or status.get("phase") == Phase.FAILED.value)
+    phase = pi.status.phase
+    if phase is None or not (pi.stripe_id or phase is Phase.FAILED):
+        return None
+    due = [m for m in messages.due(phase, published) if pi.stripe_id or m != messages.INITIATED]
+    payment = payment_of(pi)
+    return Plan(row_of(pi, phase), {m: messages.messages_for(m, payment, settings.topics, settings.source)
+                                    for m in due})
 
 
-def due(body: dict[str, Any], published: list[str]) -> list[str]:
-    status = body["status"]
-    milestones = messages.due(Phase(status["phase"]), published)
-    if not (status.get("stripe") or {}).get("paymentIntentId"):
-        milestones = [m for m in milestones if m != messages.INITIATED]
-    return milestones
+def _refund_plan(refund: PaymentRefund, parent: PaymentIntent | None, published: Sequence[str],
+                 settings: Settings) -> Plan | None:
+    """A refund Stripe holds: its row, and payments.refunded once it succeeded.
+
+    A refund refused before reaching Stripe has no row (its status still shows the amount asked for).
+    """
+    phase, meta = refund.status.phase, refund.meta
+    if phase is None or not refund.stripe_id or parent is None:
+        return None
+    amount = refund.status.amount or 0
+    failure = refund.status.failure
+    row = RefundRow(
+        id=refund_id(meta.uid), payment_id=payment_id(parent.meta.uid), amount=amount,
+        currency=parent.spec.currency, reason=refund.spec.reason, status=phase.db_status,
+        provider_refund_id=refund.stripe_id, failure_reason=failure.message if failure else None,
+        resource_namespace=meta.namespace, resource_name=meta.name, resource_uid=meta.uid,
+    )
+    if phase is not RefundPhase.SUCCEEDED or messages.REFUNDED in published:
+        return Plan(row)
+    about = messages.Refund(uid=meta.uid, refund_id=str(refund_id(meta.uid)), provider_refund_id=refund.stripe_id,
+                            amount_minor=amount, reason=refund.spec.reason)
+    return Plan(row, {messages.REFUNDED: [messages.refund_message(payment_of(parent), about, settings.topics,
+                                                                  settings.source)]})
 
 
-def _published(body: dict[str, Any], known: Sequence[str]) -> list[str]:
+def _published(resource: Resource, known: Sequence[str]) -> list[str]:
     """What status says was published, plus what this process published and may not see echoed yet."""
-    return list(dict.fromkeys([*((body.get("status") or {}).get("published") or []), *known]))
+    return list(dict.fromkeys([*resource.status.published, *known]))
 
 
-async def _record_published(kube: KubeClient, plural: str, body: dict[str, Any], published: list[str],
+async def _record_published(kube: KubeClient, resource: Resource, published: list[str],
                             new: list[str]) -> list[str]:
     """The watermark: only the controller writes `published`, one daemon per resource, so no precondition."""
-    meta = body["metadata"]
+    meta = resource.meta
     published = published + new
-    await kube.patch_status(plural, meta["namespace"], meta["name"], {"published": published}, None)
-    log.info("published %s for %s/%s", ",".join(new), meta["namespace"], meta["name"],
-             extra=logs.about(meta, body.get("kind") or "PaymentIntent"))
+    await kube.patch_status(resource.plural, meta.namespace, meta.name, {"published": published}, None)
+    log.info("published %s for %s/%s", ",".join(new), meta.namespace, meta.name,
+             extra=logs.about(meta.about(), resource.kind))
     return published
 
 
 async def sync(
-    body: dict[str, Any],
+    resource: Resource,
     store: Store,
     publisher: Publisher,
     kube: KubeClient,
     settings: Settings,
     known_published: Sequence[str] = (),
+    parent: PaymentIntent | None = None,
 ) -> list[str]:
     """Upsert the row, publish what the phase implies and was not published, then record it.
 
     `known_published` is what this process recorded itself and may not have seen echoed back by the
-    watch yet. Returns the full published list.
+    watch yet; `parent` is a refund's PaymentIntent. Returns the full published list.
     """
-    published = _published(body, known_published)
-    if not ready_for_downstream(body):
+    published = _published(resource, known_published)
+    plan = (_intent_plan(resource, published, settings) if isinstance(resource, PaymentIntent)
+            else _refund_plan(resource, parent, published, settings))
+    if plan is None:
         return published
     refused: list[Exception] = []  # a row or message refused for good does not hold back the others
     try:
-        await store.upsert_payment(row_of(body))
+        await store.rows.upsert(plan.row)
     except StoreRejected as exc:
         refused.append(exc)
-    payment = payment_of(body)
     sent: list[str] = []
-    for milestone in due(body, published):
+    for milestone, batch in plan.milestones.items():
         try:
-            await publisher.publish(messages.messages_for(milestone, payment, settings.topics, settings.source))
+            await publisher.publish(batch)
         except PublishRejected as exc:
             refused.append(exc)
             continue
         sent.append(milestone)
     if sent:
-        published = await _record_published(kube, PAYMENT_INTENTS, body, published, sent)
+        published = await _record_published(kube, resource, published, sent)
     if refused:
         raise refused[0]
     return published
-
-
-async def sync_refund(
-    body: dict[str, Any],
-    payment_body: dict[str, Any],
-    store: Store,
-    publisher: Publisher,
-    kube: KubeClient,
-    settings: Settings,
-    known_published: Sequence[str] = (),
-) -> list[str]:
-    """Mirror a PaymentRefund that Stripe holds: its refunds row, and payments.refunded once it succeeded.
-
-    A refund refused before reaching Stripe has no row (its status still shows the amount asked for).
-    Returns published.
-    """
-    status = body.get("status") or {}
-    published = _published(body, known_published)
-    if not status.get("phase") or not (status.get("stripe") or {}).get("refundId"):
-        return published
-    meta = body["metadata"]
-    phase = refunds.RefundPhase(status["phase"])
-    failure = status.get("failure") or {}
-    await store.upsert_refund(RefundRow(
-        id=refund_id(meta["uid"]), payment_id=payment_id(payment_body["metadata"]["uid"]),
-        amount=int(status["amount"]), currency=payment_body["spec"]["currency"], reason=body["spec"].get("reason"),
-        status=refunds.DB_STATUS[phase], provider_refund_id=(status.get("stripe") or {}).get("refundId"),
-        failure_reason=failure.get("message"), resource_namespace=meta["namespace"], resource_name=meta["name"],
-        resource_uid=meta["uid"],
-    ))
-    if phase is not refunds.RefundPhase.SUCCEEDED or messages.REFUNDED in published:
-        return published
-    refund = messages.Refund(uid=meta["uid"], refund_id=str(refund_id(meta["uid"])),
-                           provider_refund_id=status["stripe"]["refundId"], amount_minor=int(status["amount"]),
-                           reason=body["spec"].get("reason"))
-    await publisher.publish([messages.refund_message(payment_of(payment_body), refund, settings.topics,
-                                                   settings.source)])
-    return await _record_published(kube, refunds.PAYMENT_REFUNDS, body, published, [messages.REFUNDED])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,7 +64,7 @@ class Message:
         return json.dumps(self.value, separators=(",", ":"), sort_keys=True).encode()
 
 
-def due(phase: Phase, published: list[str]) -> list[str]:
+def due(phase: Phase, published: Sequence[str]) -> list[str]:
     """Milestones the phase implies that have not been published yet."""
     return [m for m in MILESTONES[phase] if m not in published]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidTopicError,
@@ -27,15 +29,33 @@ class PublishRejected(Exception):
 _REJECTED = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidTopicError)
 
 
+class KafkaSettings(Protocol):
+    """What a producer needs of the settings (config.Settings has it)."""
+
+    @property
+    def kafka_brokers(self) -> str: ...
+
+    @property
+    def kafka_acks(self) -> str: ...
+
+    @property
+    def kafka_idempotence(self) -> bool: ...
+
+
+def producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+    """Every kubepay producer: the configured acks (all by default) and idempotence, a bounded wait."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_brokers,
+        acks="all" if settings.kafka_acks == "all" else int(settings.kafka_acks),
+        enable_idempotence=settings.kafka_idempotence,
+        request_timeout_ms=15000,
+        client_id=client_id,
+    )
+
+
 class Publisher:
-    def __init__(self, brokers: str, acks: str = "all", idempotence: bool = True) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=brokers,
-            acks="all" if acks == "all" else int(acks),
-            enable_idempotence=idempotence,
-            request_timeout_ms=15000,
-            client_id="kubepay",
-        )
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._producer = producer(settings, "kubepay")
 
     async def start(self) -> None:
         try:

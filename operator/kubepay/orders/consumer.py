@@ -15,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import Any
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay import dependencies
+from kubepay import dependencies, http_server, retry
 from kubepay.config import Settings
-from kubepay.controller.reconcile import backoff
 from kubepay.kube.client import Conflict, Invalid, KubeClient, KubeUnavailable
+from kubepay.mirror import publisher
 from kubepay.orders import intake
 
 log = logging.getLogger(__name__)
@@ -99,13 +98,7 @@ class OrdersConsumer:
             session_timeout_ms=settings.orders_session_timeout_ms,
             heartbeat_interval_ms=settings.orders_heartbeat_ms,
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_brokers,
-            acks="all" if settings.kafka_acks == "all" else int(settings.kafka_acks),
-            enable_idempotence=settings.kafka_idempotence,
-            request_timeout_ms=15000,
-            client_id="kubepay-orders-dlq",
-        )
+        self._producer = publisher.producer(settings, "kubepay-orders-dlq")
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -169,15 +162,9 @@ class OrdersConsumer:
             log.warning("%s: commit failed, the message will be redelivered: %s", where, exc)
 
     async def _ensure(self, order: intake.Order) -> tuple[dict[str, Any], bool]:
-        attempt = 0
-        while True:
-            try:
-                return await intake.ensure_payment_intent(self._kube, self._settings.orders_namespace, order, SOURCE)
-            except (KubeUnavailable, Conflict) as exc:
-                attempt += 1
-                delay = backoff(attempt, base=0.5)
-                log.warning("order %s not created yet (%s); retrying in %.1fs", order.order_id, exc, delay)
-                await asyncio.sleep(delay)
+        return await retry.until_done(
+            lambda: intake.ensure_payment_intent(self._kube, self._settings.orders_namespace, order, SOURCE),
+            (KubeUnavailable, Conflict), log, f"order {order.order_id} not created yet")
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
         headers = [
@@ -187,17 +174,10 @@ class OrdersConsumer:
             ("kubepay_original_partition", str(record.partition).encode()),
             ("kubepay_original_offset", str(record.offset).encode()),
         ]
-        attempt = 0
-        while True:
-            try:
-                await self._producer.send_and_wait(
-                    self._settings.topics.orders_dlq, record.value, key=record.key, headers=headers
-                )
-                break
-            except KafkaError as exc:
-                attempt += 1
-                log.warning("dead-lettering failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(backoff(attempt, base=0.5))
+        await retry.until_done(
+            lambda: self._producer.send_and_wait(self._settings.topics.orders_dlq, record.value, key=record.key,
+                                                 headers=headers),
+            (KafkaError,), log, "dead-lettering failed")
         log.warning("%s[%d]@%d dead-lettered to %s: %s", record.topic, record.partition, record.offset,
                     self._settings.topics.orders_dlq, reason)
 
@@ -228,21 +208,8 @@ async def serve(settings: Settings) -> None:
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", settings.health_port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.error("the orders consumer stopped: %r", task.exception())
-            raise SystemExit(1)
+        await http_server.serve_until_stopped(app, settings.health_port, "the orders consumer", task)
     finally:
-        waiter.cancel()
-        await runner.cleanup()
         await consumer.stop()
         await kube.close()

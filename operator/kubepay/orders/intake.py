@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from kubepay.kube.client import GROUP, PAYMENT_INTENTS, VERSION, Conflict, KubeClient, NotFound
+from kubepay.kube.client import Conflict, KubeClient, NotFound
 from kubepay.model.labels import HASH_CHARS, label_value, short_hash
 from kubepay.model.money import MoneyError, check_amount, currency_code, to_minor
+from kubepay.model.resources import GROUP, PAYMENT_INTENTS, VERSION
 
 ORDER_ID_LABEL = "kubepay.io/order-id"  # the order id as a label value (lower-cased; hashed when long)
 ORDER_ID_ANNOTATION = "kubepay.io/order-id"  # the raw order id

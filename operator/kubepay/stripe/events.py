@@ -8,10 +8,10 @@ from typing import Any
 
 from kubepay import logs, metrics
 from kubepay.kube.client import KubeClient, NotFound
-from kubepay.kube.status_writer import apply_observation, recorded_by, write_status
+from kubepay.kube.status_writer import apply_observation
 from kubepay.model import identity
-from kubepay.model.phases import Observation, observe_intent, observe_refunded_charge
-from kubepay.model.refunds import PAYMENT_REFUNDS, RefundObservation, refund_status_patch
+from kubepay.model.observations import Observation, observe_intent, observe_refund, observe_refunded_charge
+from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, Meta
 from kubepay.store import Store
 from kubepay.stripe import event_shape
 from kubepay.stripe.event_shape import CHARGE_TYPES, INTENT_TYPES, REFUND_TYPES, InvalidEvent
@@ -33,10 +33,10 @@ async def concerns(event: dict[str, Any], store: Store, namespace: str | None) -
     """Whether the event is about a resource this controller manages (Stripe accounts are shared)."""
     obj = event["data"]["object"]
     if event["type"] in CHARGE_TYPES:
-        found = await store.find_resource_by_intent(str(obj.get("payment_intent")))
+        found = await store.rows.find_resource_by_intent(str(obj.get("payment_intent")))
         return found is not None and (namespace is None or found[0] == namespace)
     target = _target(obj.get("metadata") or {})
-    return target is not None and (namespace is None or target[0] == namespace)
+    return target is not None and (namespace is None or target.namespace == namespace)
 
 
 async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespace: str | None = None) -> str:
@@ -44,16 +44,15 @@ async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespac
 
     With `namespace`, events for resources elsewhere are left for whoever watches there.
     """
-    new = await store.record_event(event, intent_id_of(event))
-    if not new and await store.event_processed(event["id"]):
+    new = await store.ledger.record(event, intent_id_of(event))
+    if not new and await store.ledger.processed(event["id"]):
         return "duplicate"
     outcome, target = await _apply(event, store, kube, namespace)
-    await store.mark_processed(event["id"], outcome)
+    await store.ledger.mark_processed(event["id"], outcome)
     metrics.WEBHOOK_EVENTS.labels(event["type"] if event["type"] in HANDLED else "other", outcome).inc()
-    meta = {"namespace": target[0], "name": target[1], "uid": target[2]} if target else {}
     kind = "PaymentRefund" if event["type"] in REFUND_TYPES else "PaymentIntent"
     log.info("Stripe event %s %s: %s", event["id"], event["type"], outcome,
-             extra=logs.about(meta, kind, event["id"]) if target else {"stripe_event_id": event["id"]})
+             extra=logs.about(target.about(), kind, event["id"]) if target else {"stripe_event_id": event["id"]})
     return outcome
 
 
@@ -61,70 +60,55 @@ async def replay_failed(store: Store, kube: KubeClient, namespace: str | None,
                         event_ids: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Apply again ledgered events that were invalid or left unprocessed; (event id, outcome) for each."""
     results: list[tuple[str, str]] = []
-    for event_id, body in await store.failed_events(event_ids):
+    for event_id, body in await store.ledger.unapplied(event_ids):
         try:
             event = event_shape.parse(body.encode())
         except (event_shape.NotAnEvent, event_shape.InvalidEvent) as exc:
             results.append((event_id, f"invalid: {exc}"))
             continue
-        await store.reopen_event(event, intent_id_of(event))
+        await store.ledger.reopen(event, intent_id_of(event))
         results.append((event_id, await handle(event, store, kube, namespace)))
     return results
 
 
 async def record_invalid(exc: InvalidEvent, store: Store) -> None:
     """Ledger a signed event kubepay cannot apply, with the reason; `kubepay replay-events` retries it."""
-    await store.record_invalid_event(exc.event_id, exc.event_type, exc.reason, exc.body)
+    await store.ledger.record_invalid(exc.event_id, exc.event_type, exc.reason, exc.body)
     metrics.WEBHOOK_EVENTS.labels(exc.event_type if exc.event_type in HANDLED else "other", "invalid").inc()
     log.warning("Stripe event %s %s is invalid: %s", exc.event_id, exc.event_type, exc.reason,
                 extra={"stripe_event_id": exc.event_id})
 
 
-Target = tuple[str, str, str]  # namespace, name, uid of the resource an event is about
-
-
 async def _apply(event: dict[str, Any], store: Store, kube: KubeClient,
-                 namespace: str | None) -> tuple[str, Target | None]:
+                 namespace: str | None) -> tuple[str, Meta | None]:
+    """Apply to the resource the event concerns; (outcome, the resource) with `applied` or `stale`."""
     event_type, obj = event["type"], event["data"]["object"]
     created = int(event.get("created") or 0)
-    target: Target | None = None
+    obs: Observation
+    if event_type in INTENT_TYPES:
+        target, plural = _target(obj.get("metadata") or {}), PAYMENT_INTENTS
+        obs = observe_intent(obj, created, event["id"])
+    elif event_type in CHARGE_TYPES:
+        found = await store.rows.find_resource_by_intent(str(obj.get("payment_intent")))
+        target = Meta.named(*found) if found else None
+        plural, obs = PAYMENT_INTENTS, observe_refunded_charge(obj, created, event["id"])
+    elif event_type in REFUND_TYPES:
+        target, plural = _target(obj.get("metadata") or {}), PAYMENT_REFUNDS
+        obs = observe_refund(obj, created, event["id"])
+    else:
+        return "unhandled", None
+    unknown = "unknown_refund" if plural == PAYMENT_REFUNDS else "unknown_payment"
+    if target is None or (namespace and target.namespace != namespace):
+        return unknown, target
     try:
-        if event_type in INTENT_TYPES:
-            target = _target(obj.get("metadata") or {})
-            return await _apply_intent(kube, target, observe_intent(obj, created, event["id"]), namespace), target
-        if event_type in CHARGE_TYPES:
-            target = await store.find_resource_by_intent(str(obj.get("payment_intent")))
-            charge = observe_refunded_charge(obj, created, event["id"])
-            return await _apply_intent(kube, target, charge, namespace), target
-        if event_type in REFUND_TYPES:
-            target = _target(obj.get("metadata") or {})
-            if target is None or (namespace and target[0] != namespace):
-                return "unknown_refund", target
-            refund = RefundObservation.of(obj, created, event["id"])
-            seen = False
-
-            def compute(body: dict[str, Any]) -> dict[str, Any] | None:
-                nonlocal seen
-                seen = recorded_by(body.get("status") or {}, refund.event_id)
-                return refund_status_patch(body, refund)
-
-            written = await write_status(kube, PAYMENT_REFUNDS, target[0], target[1], target[2], compute)
-            return ("applied" if written or seen else "stale"), target
+        applied = await apply_observation(kube, plural, target, obs)
     except NotFound:
         return "unknown_payment", target
-    return "unhandled", None
+    return ("applied" if applied else "stale"), target
 
 
-def _target(metadata: dict[str, Any]) -> Target | None:
+def _target(metadata: dict[str, Any]) -> Meta | None:
     namespace, name = metadata.get(identity.METADATA_NAMESPACE), metadata.get(identity.METADATA_NAME)
     if not namespace or not name:
         return None
-    return str(namespace), str(name), str(metadata.get(identity.METADATA_UID) or "")
-
-
-async def _apply_intent(kube: KubeClient, target: Target | None, obs: Observation,
-                        namespace: str | None) -> str:
-    if target is None or (namespace and target[0] != namespace):
-        return "unknown_payment"
-    applied = await apply_observation(kube, target[0], target[1], target[2] or None, obs)
-    return "applied" if applied else "stale"
+    return Meta.named(str(namespace), str(name), str(metadata.get(identity.METADATA_UID) or ""))

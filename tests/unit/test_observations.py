@@ -2,7 +2,10 @@ from typing import Any
 
 import pytest
 
-from kubepay.model.phases import Observation, Phase, from_stripe, observe_intent, supersedes
+from kubepay.model.observations import IntentObservation as Observation
+from kubepay.model.observations import observe_intent
+from kubepay.model.phases import Phase, intent_phase
+from kubepay.model.resources import IntentStatus
 
 
 def _obs(phase: Phase, created: int) -> Observation:
@@ -39,14 +42,14 @@ def _status(phase: Phase, created: int) -> dict[str, Any]:
     (_status(Phase.SUCCEEDED, 10), _obs(Phase.PENDING, 10), False),
 ])
 def test_status_never_moves_backwards(current: dict[str, Any] | None, new: Observation, expected: bool) -> None:
-    assert supersedes(current or {}, new) is expected
+    assert new.supersedes(IntentStatus.parse(current)) is expected
 
 
 def test_stripe_statuses_map_to_phases() -> None:
-    assert from_stripe("requires_payment_method", has_payment_error=False) is Phase.PENDING
-    assert from_stripe("requires_payment_method", has_payment_error=True) is Phase.FAILED
-    assert from_stripe("requires_capture", False) is Phase.REQUIRES_CAPTURE
-    assert from_stripe("succeeded", False) is Phase.SUCCEEDED
+    assert intent_phase("requires_payment_method", has_payment_error=False) is Phase.PENDING
+    assert intent_phase("requires_payment_method", has_payment_error=True) is Phase.FAILED
+    assert intent_phase("requires_capture", False) is Phase.REQUIRES_CAPTURE
+    assert intent_phase("succeeded", False) is Phase.SUCCEEDED
 
 
 def test_observing_an_intent_keeps_the_failure_and_payment_method() -> None:

@@ -1,4 +1,4 @@
-"""Stripe webhook verification: the signature over the raw body, its timestamp, then the event's shape."""
+"""Stripe webhook signatures: checked over the raw body with the timestamp bounded both ways, then the event parsed."""
 
 from __future__ import annotations
 
