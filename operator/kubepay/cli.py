@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -46,28 +48,24 @@ def run_operator(args: argparse.Namespace) -> None:
     )
 
 
-def run_webhook(args: argparse.Namespace) -> None:
-    settings = _settings(config.WEBHOOK)
+def _serve(command: str, module: str) -> None:
+    """Settings first (a missing one stops start-up before anything is imported or connected), then serve."""
+    settings = _settings(command)
     logs.setup(settings.log_level)
-    from kubepay_webhook.main import serve
-
+    serve: Callable[[config.Settings], Coroutine[Any, Any, None]] = importlib.import_module(module).serve
     asyncio.run(serve(settings))
+
+
+def run_webhook(args: argparse.Namespace) -> None:
+    _serve(config.WEBHOOK, "kubepay_webhook.main")
 
 
 def run_api(args: argparse.Namespace) -> None:
-    settings = _settings(config.API)
-    logs.setup(settings.log_level)
-    from kubepay_webhook.api_main import serve
-
-    asyncio.run(serve(settings))
+    _serve(config.API, "kubepay_webhook.api_main")
 
 
 def run_orders_consumer(args: argparse.Namespace) -> None:
-    settings = _settings(config.ORDERS)
-    logs.setup(settings.log_level)
-    from kubepay.orders.consumer import serve
-
-    asyncio.run(serve(settings))
+    _serve(config.ORDERS, "kubepay.orders.consumer")
 
 
 def run_migrate(args: argparse.Namespace) -> None:

@@ -8,9 +8,9 @@ reference, a k8s event's involved object).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from kubepay.model.phases import Phase, RefundPhase
 
@@ -143,54 +143,82 @@ class StripeIntent:
         )
 
 
+P = TypeVar("P", Phase, RefundPhase)
+
+
 @dataclass(frozen=True)
-class IntentStatus:
-    phase: Phase | None = None
-    stripe: StripeIntent = StripeIntent()
-    payment_id: str | None = None
-    client_secret_ref: tuple[str, str] | None = None  # (Secret name, key)
-    amount_received: int = 0
-    amount_refunded: int | None = None
+class Progress(Generic[P]):
+    """What the status of both kinds has: a phase, the failure, the conditions and the Kafka watermark."""
+
+    phase: P | None = None
     failure: Failure | None = None
     conditions: Conditions = field(default_factory=list)
-    observed_generation: int | None = None
     published: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, status: Mapping[str, Any] | None) -> IntentStatus:
-        status = status or {}
-        return cls(
-            phase=Phase(status["phase"]) if status.get("phase") else None,
-            stripe=StripeIntent.parse(status.get("stripe")),
-            payment_id=_opt_str(status.get("paymentId")),
-            client_secret_ref=_secret_ref(status.get("clientSecretRef")),
-            amount_received=_int(status.get("amountReceived")),
-            amount_refunded=_opt_int(status.get("amountRefunded")),
-            failure=Failure.parse(status.get("failure")),
-            conditions=list(status.get("conditions") or []),
-            observed_generation=_opt_int(status.get("observedGeneration")),
-            published=tuple(status.get("published") or ()),
-        )
 
     @property
     def final(self) -> bool:
         return self.phase is not None and self.phase.final
 
+    @staticmethod
+    def fields(status: Mapping[str, Any], phases: type[P]) -> dict[str, Any]:
+        return {"phase": phases(status["phase"]) if status.get("phase") else None,
+                "failure": Failure.parse(status.get("failure")),
+                "conditions": list(status.get("conditions") or []),
+                "published": tuple(status.get("published") or ())}
+
 
 @dataclass(frozen=True)
-class PaymentIntent:
+class IntentStatus(Progress[Phase]):
+    stripe: StripeIntent = StripeIntent()
+    payment_id: str | None = None
+    client_secret_ref: tuple[str, str] | None = None  # (Secret name, key)
+    amount_received: int = 0
+    amount_refunded: int | None = None
+    observed_generation: int | None = None
+
+    @classmethod
+    def parse(cls, status: Mapping[str, Any] | None) -> IntentStatus:
+        status = status or {}
+        return cls(
+            **cls.fields(status, Phase),
+            stripe=StripeIntent.parse(status.get("stripe")),
+            payment_id=_opt_str(status.get("paymentId")),
+            client_secret_ref=_secret_ref(status.get("clientSecretRef")),
+            amount_received=_int(status.get("amountReceived")),
+            amount_refunded=_opt_int(status.get("amountRefunded")),
+            observed_generation=_opt_int(status.get("observedGeneration")),
+        )
+
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KubepayObject(Generic[S, T]):
+    """One object of either kind: metadata, spec and status parsed, and the body as the API server sent it."""
+
     meta: Meta
-    spec: IntentSpec
-    status: IntentStatus
+    spec: S
+    status: T
     raw: Mapping[str, Any]
 
-    kind = "PaymentIntent"
-    plural = PAYMENT_INTENTS
+    @staticmethod
+    def parts(body: Mapping[str, Any], spec: Callable[[Mapping[str, Any]], S],
+              status: Callable[[Mapping[str, Any] | None], T]) -> tuple[Meta, S, T, Mapping[str, Any]]:
+        return Meta.parse(body.get("metadata") or {}), spec(body.get("spec") or {}), status(body.get("status")), body
+
+
+@dataclass(frozen=True)
+class PaymentIntent(KubepayObject[IntentSpec, IntentStatus]):
+    """A PaymentIntent; `stripe_id` is its Stripe PaymentIntent's id once there is one."""
+
+    kind: ClassVar[str] = "PaymentIntent"
+    plural: ClassVar[str] = PAYMENT_INTENTS
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> PaymentIntent:
-        return cls(Meta.parse(body.get("metadata") or {}), IntentSpec.parse(body.get("spec") or {}),
-                   IntentStatus.parse(body.get("status")), body)
+        return cls(*cls.parts(body, IntentSpec.parse, IntentStatus.parse))
 
     @property
     def stripe_id(self) -> str | None:
@@ -228,45 +256,27 @@ class StripeRefund:
 
 
 @dataclass(frozen=True)
-class RefundStatus:
-    phase: RefundPhase | None = None
+class RefundStatus(Progress[RefundPhase]):
     stripe: StripeRefund = StripeRefund()
     amount: int | None = None
-    failure: Failure | None = None
-    conditions: Conditions = field(default_factory=list)
-    published: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, status: Mapping[str, Any] | None) -> RefundStatus:
         status = status or {}
-        return cls(
-            phase=RefundPhase(status["phase"]) if status.get("phase") else None,
-            stripe=StripeRefund.parse(status.get("stripe")),
-            amount=_opt_int(status.get("amount")),
-            failure=Failure.parse(status.get("failure")),
-            conditions=list(status.get("conditions") or []),
-            published=tuple(status.get("published") or ()),
-        )
-
-    @property
-    def final(self) -> bool:
-        return self.phase is not None and self.phase.final
+        return cls(**cls.fields(status, RefundPhase), stripe=StripeRefund.parse(status.get("stripe")),
+                   amount=_opt_int(status.get("amount")))
 
 
 @dataclass(frozen=True)
-class PaymentRefund:
-    meta: Meta
-    spec: RefundSpec
-    status: RefundStatus
-    raw: Mapping[str, Any]
+class PaymentRefund(KubepayObject[RefundSpec, RefundStatus]):
+    """A PaymentRefund; `stripe_id` is its Stripe refund's id once there is one."""
 
-    kind = "PaymentRefund"
-    plural = PAYMENT_REFUNDS
+    kind: ClassVar[str] = "PaymentRefund"
+    plural: ClassVar[str] = PAYMENT_REFUNDS
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> PaymentRefund:
-        return cls(Meta.parse(body.get("metadata") or {}), RefundSpec.parse(body.get("spec") or {}),
-                   RefundStatus.parse(body.get("status")), body)
+        return cls(*cls.parts(body, RefundSpec.parse, RefundStatus.parse))
 
     @property
     def stripe_id(self) -> str | None:

@@ -114,63 +114,41 @@ class StripeGateway:
             decline_code=str(getattr(error, "decline_code", None) or ""),
         )
 
+    async def _object(self, operation: str, fn: Callable[[], Awaitable[stripe.StripeObject]]) -> dict[str, Any]:
+        return (await self._call(operation, fn)).to_dict()
+
     async def create_intent(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-        intent = await self._call(
-            "create_intent",
-            lambda: self._client.v1.payment_intents.create_async(
-                params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
-            ),
-        )
-        return intent.to_dict()
+        intents, options = self._client.v1.payment_intents, {"idempotency_key": idempotency_key}
+        return await self._object("create_intent", lambda: intents.create_async(params, options))  # type: ignore[arg-type]
 
     async def retrieve_intent(self, intent_id: str) -> dict[str, Any]:
         """With the latest charge expanded, so refunds are visible."""
-        intent = await self._call(
-            "retrieve_intent",
-            lambda: self._client.v1.payment_intents.retrieve_async(intent_id, {"expand": ["latest_charge"]}),
-        )
-        return intent.to_dict()
+        intents = self._client.v1.payment_intents
+        return await self._object("retrieve_intent",
+                                  lambda: intents.retrieve_async(intent_id, {"expand": ["latest_charge"]}))
 
     async def update_intent(self, intent_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-        intent = await self._call(
-            "update_intent",
-            lambda: self._client.v1.payment_intents.update_async(
-                intent_id, params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
-            ),
-        )
-        return intent.to_dict()
+        intents, options = self._client.v1.payment_intents, {"idempotency_key": idempotency_key}
+        return await self._object("update_intent",
+                                  lambda: intents.update_async(intent_id, params, options))  # type: ignore[arg-type]
 
     async def capture_intent(self, intent_id: str, amount: int | None, idempotency_key: str) -> dict[str, Any]:
         params: dict[str, Any] = {"amount_to_capture": amount} if amount else {}
-        intent = await self._call(
-            "capture_intent",
-            lambda: self._client.v1.payment_intents.capture_async(
-                intent_id, params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
-            ),
-        )
-        return intent.to_dict()
+        intents, options = self._client.v1.payment_intents, {"idempotency_key": idempotency_key}
+        return await self._object("capture_intent",
+                                  lambda: intents.capture_async(intent_id, params, options))  # type: ignore[arg-type]
 
     async def cancel_intent(self, intent_id: str, idempotency_key: str) -> dict[str, Any]:
-        intent = await self._call(
-            "cancel_intent",
-            lambda: self._client.v1.payment_intents.cancel_async(
-                intent_id, options={"idempotency_key": idempotency_key}
-            ),
-        )
-        return intent.to_dict()
+        intents = self._client.v1.payment_intents
+        return await self._object("cancel_intent",
+                                  lambda: intents.cancel_async(intent_id, options={"idempotency_key": idempotency_key}))
 
     async def create_refund(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
-        refund = await self._call(
-            "create_refund",
-            lambda: self._client.v1.refunds.create_async(
-                params, options={"idempotency_key": idempotency_key}  # type: ignore[arg-type]
-            ),
-        )
-        return refund.to_dict()
+        refunds, options = self._client.v1.refunds, {"idempotency_key": idempotency_key}
+        return await self._object("create_refund", lambda: refunds.create_async(params, options))  # type: ignore[arg-type]
 
     async def retrieve_refund(self, refund_id: str) -> dict[str, Any]:
-        refund = await self._call("retrieve_refund", lambda: self._client.v1.refunds.retrieve_async(refund_id))
-        return refund.to_dict()
+        return await self._object("retrieve_refund", lambda: self._client.v1.refunds.retrieve_async(refund_id))
 
     async def events_since(self, created_gte: int, types: frozenset[str]) -> AsyncIterator[dict[str, Any]]:
         """Stripe's Events API, newest first, filtered here by type; callers must not depend on order."""
