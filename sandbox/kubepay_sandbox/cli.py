@@ -1,75 +1,56 @@
-"""`kubepay sandbox`: keep the sandbox running, write the settings to point kubepay at it, forward Stripe's
-webhooks to a receiver you run."""
+"""The `kubepay-sandbox` command: `up` keeps a local sandbox running for your own kubepay processes, `demo` shows
+the whole payment flow in one and exits."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import shlex
-import signal
 import sys
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
-from kubepay.sandbox.forwarding import check_url, local_port, print_deliveries
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.checkout import CRD_DIR, REPO
 
-
-def env_text(env: Mapping[str, str]) -> str:
-    """The settings as ``export NAME=value`` lines: a plain ``source`` exports them (bash, zsh), and dotenv
-    readers that accept ``export`` lines (python-dotenv, for one) read them too."""
-    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
+PROG = "kubepay-sandbox"
 
 
-def write_env_file(path: Path, text: str) -> None:
-    """Written whole under a temporary name, then renamed: whoever waits for the file never reads half of it."""
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    partial.touch(mode=0o600)  # before anything is in it: the API token, the webhook secret
-    partial.write_text(f"# kubepay sandbox settings: source {path.name}. Removed when the sandbox stops.\n{text}")
-    os.replace(partial, path)
+def run_up(args: argparse.Namespace) -> int:
+    from kubepay_sandbox.up import main as up_main
+
+    return up_main(args.env_file, args.forward_to)
 
 
-async def serve(env_file: Path | None, forward_to: str | None) -> None:
-    async with Sandbox() as box:
-        tenant = await box.tenant("sandbox")
-        if forward_to is not None and (port := local_port(forward_to)) is not None:
-            tenant.env["PAYMENT_HTTP_PORT"] = str(port)  # `kubepay webhook` from the env file listens there
-        target = forward_to or tenant.webhook_url
-        await box.stripe.register_webhook(target, tenant.webhook_secret)
-        text = env_text(tenant.env)
-        if env_file is not None:
-            await asyncio.to_thread(write_env_file, env_file, text)
-            print(f"settings written to {env_file}: `source {env_file}`, then run kubepay and kubectl")
-        else:
-            print(text, end="")
-        print(f"kubectl: kubectl --kubeconfig {tenant.env['KUBECONFIG']} get pi  (namespace {tenant.namespace})")
-        print(f"Stripe webhooks, signed with STRIPE_WEBHOOK_SECRET, go to {target}")
-        print("# Ctrl-C stops the sandbox and deletes its data" + (f" and {env_file}." if env_file else "."),
-              flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        printer = asyncio.create_task(print_deliveries(box.stripe))
-        try:
-            await stop.wait()
-        finally:
-            printer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printer
-            if env_file is not None:
-                await asyncio.to_thread(env_file.unlink, missing_ok=True)
+def run_demo(args: argparse.Namespace) -> int:
+    from kubepay_sandbox.demo import main as demo_main
+
+    return asyncio.run(demo_main())
 
 
-def main(args: argparse.Namespace) -> int:
-    try:
-        forward_to = None if args.forward_to is None else check_url(args.forward_to)
-    except ValueError as exc:
-        print(f"kubepay sandbox: --forward-to {exc}", file=sys.stderr)
-        return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(Path(args.env_file) if args.env_file else None, forward_to))
-    return 0
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog=PROG,
+        description="kubepay's local sandbox: PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator "
+        "on 127.0.0.1, from a kubepay checkout.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    def command(name: str, summary: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(fn=fn)
+        return sub
+
+    up = command("up", "run PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator locally until Ctrl-C",
+                 run_up)
+    up.add_argument("--env-file", help="write the settings for kubepay processes to this file "
+                    "(export lines: `source` it)")
+    up.add_argument("--forward-to", metavar="URL", help="send the Stripe fake's signed webhooks here "
+                    "(default: the `kubepay webhook` the settings describe), retrying failed deliveries")
+    command("demo", "show the whole payment flow in the sandbox and exit", run_demo)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if not CRD_DIR.is_dir():
+        print(f"{PROG}: {REPO} is not a kubepay checkout (no crds/): install the sandbox from one, "
+              "with `pip install -e ./sandbox` or `make venv`", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(args.fn(args))

@@ -1,4 +1,4 @@
-"""An in-memory Kubernetes API server for tests, the ``kubepay sandbox`` demo and benchmarks.
+"""An in-memory Kubernetes API server for tests, ``kubepay-sandbox up``, the demo and benchmarks.
 
 :class:`KubeEmulator` serves the CRDs it is given plus the built-in resources that kopf and
 kubepay use (``v1`` namespaces, secrets, configmaps, events) over plain HTTP on 127.0.0.1, and
@@ -30,7 +30,7 @@ because that server must be entered only once, patches aiohttp's DNS resolution 
 (which must be exited in LIFO order) and opens a client session we do not need; here
 :meth:`KubeEmulator.stop` and :meth:`KubeEmulator.start` can alternate freely on one port.
 
-TokenReview and SubjectAccessReview are answered by :mod:`kubepay.sandbox.kube_reviews`
+TokenReview and SubjectAccessReview are answered by :mod:`kubepay_sandbox.kube_reviews`
 (``KubeEmulator.reviews``) from the tokens and access rules the harness gives it, not from RBAC objects.
 
 Known gaps against a real API server: CEL rules other than ``self == oldSelf`` transition rules
@@ -71,7 +71,7 @@ import jsonschema
 import kmock
 import yaml
 
-from kubepay.sandbox.kube_reviews import Reviews
+from kubepay_sandbox.kube_reviews import Reviews
 
 __all__ = ["KubeEmulator", "validate_custom_resource"]
 

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kubepay.events import Message
 from kubepay.publisher import Publisher
-from kubepay.sandbox.apache_kafka import ApacheKafka
-from kubepay.sandbox.kafka import ConsumedMessage
+from kubepay_sandbox.apache_kafka import ApacheKafka
+from kubepay_sandbox.kafka import ConsumedMessage
 
 
 async def test_production_publisher_settings_are_acknowledged() -> None:
