@@ -33,8 +33,8 @@ from kubepay_sandbox.certs import write_self_signed
 from kubepay_sandbox.checkout import CRD_DIR, REPO
 from kubepay_sandbox.child import free_port
 from kubepay_sandbox.kafka import KafkaBroker
-from kubepay_sandbox.kube import KubeEmulator
 from kubepay_sandbox.kube_controls import ClusterControls, EmulatorControls, KubeControls
+from kubepay_sandbox.kube_emulator import KubeEmulator
 from kubepay_sandbox.postgres import PostgresServer
 from kubepay_sandbox.processes import KubepayProcess
 from kubepay_sandbox.realcluster import RealCluster

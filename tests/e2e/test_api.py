@@ -9,7 +9,7 @@ from typing import Any
 import pytest_asyncio
 
 from kubepay.identity import payment_id
-from kubepay_sandbox.kube import KubeEmulator
+from kubepay_sandbox.kube_emulator import KubeEmulator
 from kubepay_sandbox.processes import KubepayProcess
 from kubepay_sandbox.stack import CRD_DIR, Sandbox, Tenant
 from kubepay_sandbox.stripe_fake import TEST_CARDS

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from kubepay_sandbox.kube import KubeEmulator
+from kubepay_sandbox.kube_emulator import KubeEmulator
 from kubepay_sandbox.stack import CRD_DIR, Sandbox, Targets, TargetsError
 from tests.conftest import Running
 from tests.helpers import Kube, pay, payment_row, wait_for

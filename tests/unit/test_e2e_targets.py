@@ -9,7 +9,7 @@ import pytest
 import stripe
 import yaml
 
-from kubepay_sandbox.kube import KubeEmulator
+from kubepay_sandbox.kube_emulator import KubeEmulator
 from kubepay_sandbox.stack import Sandbox
 from kubepay_sandbox.stripe_fake import StripeFake
 from kubepay_sandbox.targets import Targets, TargetsError, tenant_kubeconfig
