@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# kubepay (pyproject.toml) and the sandbox, its own development-only distribution (sandbox/pyproject.toml).
+PYPROJECTS := pyproject.toml sandbox/pyproject.toml
+STAMP  := $(VENV)/.installed-$(shell cat $(PYPROJECTS) | cksum | cut -d' ' -f1)
 # Test workers: each one runs its own sandbox (PostgreSQL, Kafka, Stripe fake, Kubernetes emulator).
 WORKERS ?= 2
 
@@ -10,17 +12,17 @@ WORKERS ?= 2
 .PHONY: real-parts kafka stripe-mock controlplane test-real
 .PHONY: tools chart-crds chart-test kind-up image kind-load deploy-deps deploy e2e-kind undeploy kind-down
 
-$(STAMP): pyproject.toml
+$(STAMP): $(PYPROJECTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./sandbox
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check operator webhook migrations tests bench
+	$(BIN)/ruff check operator webhook sandbox migrations tests bench
 	$(BIN)/mypy
 
 test: lint
@@ -33,10 +35,10 @@ test-faults: venv  ## crashes, outages and hostile input (tests/faults, minutes)
 	$(BIN)/pytest -n $(WORKERS) --durations=0 -q tests/faults
 
 demo: venv
-	$(BIN)/kubepay demo
+	$(BIN)/kubepay-sandbox demo
 
 sandbox: venv
-	$(BIN)/kubepay sandbox --env-file .sandbox.env
+	$(BIN)/kubepay-sandbox up --env-file .sandbox.env
 
 bench: venv  ## speed and memory figures on the local sandbox (~35 s); report also in .cache/bench/latest.json
 	$(BIN)/python -m bench.run

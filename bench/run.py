@@ -35,10 +35,10 @@ from kubernetes_asyncio import watch as k8s_watch
 from tests.helpers import GROUP, PLURAL, VERSION, Kube, sign, stripe_event
 
 from bench.stats import fixed_windows, max_sliding_window, median, percentile
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import REPO, Sandbox, Targets, Tenant
-from kubepay.sandbox.stripe_fake import TEST_CARDS
 from kubepay.stripe.rate_limit import TokenBucket
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.stack import REPO, Sandbox, Targets, Tenant
+from kubepay_sandbox.stripe_fake import TEST_CARDS
 
 OUTPUT = REPO / ".cache" / "bench" / "latest.json"
 STRIPE_CONCURRENCY = 8  # confirming intents in the fake (setup, not measured)

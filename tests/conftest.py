@@ -3,7 +3,7 @@ per-test tenants: every test gets its own database, topics, namespace and webhoo
 
 KUBEPAY_E2E_KUBECONFIG (+ KUBEPAY_E2E_CONTEXT) puts the tenants in a real cluster instead of the emulator
 (KUBEPAY_E2E_REAL=1: a control plane and Apache Kafka that the sandbox starts itself),
-KUBEPAY_E2E_STRIPE_KEY=sk_test_... uses Stripe test mode instead of the fake (kubepay.sandbox.targets);
+KUBEPAY_E2E_STRIPE_KEY=sk_test_... uses Stripe test mode instead of the fake (kubepay_sandbox.targets);
 tests marked needs_emulator / needs_fake_stripe are then skipped, and stops_kube_api with KUBEPAY_E2E_KUBECONFIG.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import Sandbox, Targets, TargetsError, Tenant
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.stack import Sandbox, Targets, TargetsError, Tenant
 from tests.helpers import Kube
 
 TARGETS = pytest.StashKey[Targets]()

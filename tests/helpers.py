@@ -16,7 +16,7 @@ import asyncpg
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay.sandbox.kafka import ConsumedMessage, KafkaBroker
+from kubepay_sandbox.kafka import ConsumedMessage, KafkaBroker
 
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "kubepay.io", "v1alpha1", "paymentintents"

@@ -1,4 +1,7 @@
-"""The `kubepay` command: operator, webhook, api, orders-consumer, migrate, sandbox, demo."""
+"""The `kubepay` command: operator, webhook, api, orders-consumer, migrate, replay-events.
+
+The local sandbox and the demo are not part of kubepay: they are the `kubepay-sandbox` command of the development-only
+kubepay-sandbox distribution (sandbox/ in the checkout)."""
 
 from __future__ import annotations
 
@@ -105,18 +108,6 @@ async def _replay(settings: config.Settings, event_ids: list[str]) -> list[tuple
         await store.close()
 
 
-def run_sandbox(args: argparse.Namespace) -> None:
-    from kubepay.sandbox.cli import main as sandbox_main
-
-    raise SystemExit(sandbox_main(args))
-
-
-def run_demo(args: argparse.Namespace) -> None:
-    from kubepay.sandbox.demo import main as demo_main
-
-    raise SystemExit(asyncio.run(demo_main()))
-
-
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="kubepay", description="Payments the Kubernetes way.")
     root.add_argument("--version", action="version", version=f"kubepay {__version__}")
@@ -138,13 +129,6 @@ def parser() -> argparse.ArgumentParser:
     replay = command(config.REPLAY, "apply again ledgered Stripe events that were invalid or left unprocessed",
                      run_replay_events)
     replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="only these events (default: all)")
-    sandbox = command("sandbox", "run PostgreSQL, Kafka, a Stripe fake and a Kubernetes API emulator locally",
-                      run_sandbox)
-    sandbox.add_argument("--env-file", help="write the settings for kubepay processes to this file "
-                         "(export lines: `source` it)")
-    sandbox.add_argument("--forward-to", metavar="URL", help="send the Stripe fake's signed webhooks here "
-                         "(default: the `kubepay webhook` the settings describe), retrying failed deliveries")
-    command("demo", "show the whole payment flow in the sandbox and exit", run_demo)
     return root
 
 

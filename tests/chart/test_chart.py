@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
-from kubepay.sandbox.kube import validate_custom_resource
+from kubepay_sandbox.kube_emulator import validate_custom_resource
 from tests.chart.conftest import (
     CHART,
     NAMESPACE,

@@ -9,10 +9,10 @@ from typing import Any
 import pytest_asyncio
 
 from kubepay.model.identity import payment_id
-from kubepay.sandbox.kube import KubeEmulator
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import CRD_DIR, Sandbox, Tenant
-from kubepay.sandbox.stripe_fake import TEST_CARDS
+from kubepay_sandbox.kube_emulator import KubeEmulator
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.stack import CRD_DIR, Sandbox, Tenant
+from kubepay_sandbox.stripe_fake import TEST_CARDS
 from tests.conftest import Running
 from tests.contracts import ApiClient, validate_message
 from tests.helpers import Kube, deliver, fetch, messages, stripe_event, wait_for

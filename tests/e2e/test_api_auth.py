@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kubepay.sandbox.stack import Sandbox, Tenant
+from kubepay_sandbox.stack import Sandbox, Tenant
 from tests.contracts import ApiClient
 
 LIST = "/payments?order_id=nobody"  # any authenticated route; this one needs only PostgreSQL

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay.sandbox.stack import Tenant
+from kubepay_sandbox.stack import Tenant
 from tests.helpers import Kube
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest_asyncio
 import yaml
 
-from kubepay.sandbox.stack import Sandbox
-from kubepay.sandbox.stripe_fake import TEST_CARDS
+from kubepay_sandbox.stack import Sandbox
+from kubepay_sandbox.stripe_fake import TEST_CARDS
 from tests.chart.tools import ensure_tools
 from tests.conftest import Running
 from tests.helpers import Kube, confirm_and_notify, pay
@@ -134,7 +134,7 @@ async def test_kubectl_apply_of_an_invalid_payment_names_the_field(running: Runn
 
 def test_the_invalid_example_is_invalid_only_for_its_amount() -> None:
     """Guards the test above: the only thing wrong with the document it applies is the amount."""
-    from kubepay.sandbox.kube import validate_custom_resource
+    from kubepay_sandbox.kube_emulator import validate_custom_resource
 
     crd = yaml.safe_load((REPO / "crds" / "paymentintents.kubepay.io.yaml").read_text())
     invalid = yaml.safe_load(EXAMPLE_INTENT.read_text())

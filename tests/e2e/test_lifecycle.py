@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import (
     Kube,

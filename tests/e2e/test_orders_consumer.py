@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from kubepay.sandbox.stack import Sandbox, Tenant
+from kubepay_sandbox.stack import Sandbox, Tenant
 from tests.contracts import validate_message
 from tests.helpers import Kube, messages, wait_for
 

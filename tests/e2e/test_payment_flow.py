@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from kubepay.sandbox.stack import Sandbox
-from kubepay.sandbox.stripe_fake import TEST_CARDS
+from kubepay_sandbox.stack import Sandbox
+from kubepay_sandbox.stripe_fake import TEST_CARDS
 from tests.conftest import Running
 from tests.helpers import Kube, confirm_and_notify, intents_for, messages, payment_row, stripe_id, wait_for
 

@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from kubepay.sandbox.kube import KubeEmulator
-from kubepay.sandbox.stack import CRD_DIR, Sandbox, Targets, TargetsError
+from kubepay_sandbox.kube_emulator import KubeEmulator
+from kubepay_sandbox.stack import CRD_DIR, Sandbox, Targets, TargetsError
 from tests.conftest import Running
 from tests.helpers import Kube, pay, payment_row, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import (
     Kube,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kubepay.model.labels import PAYMENT_INTENT
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, admission_review, intents_for, messages, stays, stripe_id
 

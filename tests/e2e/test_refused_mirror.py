@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, confirm_and_notify, fetch, messages, stripe_id, wait_for
 

@@ -1,9 +1,9 @@
-"""The README's "Your own processes against the sandbox", step by step, as a user types it: `kubepay sandbox
+"""The README's "Your own processes against the sandbox", step by step, as a user types it: `kubepay-sandbox up
 --forward-to`, a plain `source` of its env file, the user's own `kubepay operator` and `kubepay webhook`, the real
 kubectl, the README's curl to pay, and the payment's webhook reaching the user's receiver.
 
 Each step is the README's text (the test checks it is there), with the test's own env file, port and executables
-put in: `.sandbox.env` -> a file in tmp_path, 8080 -> a free port, `.venv/bin/kubepay` -> this interpreter's.
+put in: `.sandbox.env` -> a file in tmp_path, 8080 -> a free port, `.venv/bin/` -> this interpreter's folder.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubepay.sandbox.child import free_port
-from kubepay.sandbox.processes import KubepayProcess
+from kubepay_sandbox.child import free_port
+from kubepay_sandbox.processes import KubepayProcess
 from tests.chart.tools import ensure_tools
 from tests.helpers import fetch, wait_for
 
@@ -33,7 +33,7 @@ SECTION = "### Your own processes against the sandbox"
 START = 120.0
 DEADLINE = 90.0
 
-SANDBOX = ".venv/bin/kubepay sandbox --env-file .sandbox.env --forward-to http://127.0.0.1:8080/payments/webhook"
+SANDBOX = ".venv/bin/kubepay-sandbox up --env-file .sandbox.env --forward-to http://127.0.0.1:8080/payments/webhook"
 SOURCE = "source .sandbox.env"
 OPERATOR, WEBHOOK = "kubepay operator", "kubepay webhook"
 APPLY = "kubectl apply -f examples/paymentintent.yaml"
@@ -106,7 +106,7 @@ async def test_readme_walkthrough_pays_through_the_users_own_receiver(tmp_path: 
     path = os.pathsep.join([str(tools["kubectl"].parent), str(bin_dir), os.environ["PATH"]])
     user_env = {**os.environ, "PATH": path, "KUBECACHEDIR": str(tmp_path / "kube-cache"), "PYTHONUNBUFFERED": "1"}
     user_env.pop("KUBECONFIG", None)
-    command = (SANDBOX.replace(".venv/bin/kubepay", str(bin_dir / "kubepay"))
+    command = (SANDBOX.replace(".venv/bin/", f"{bin_dir}/")
                .replace(".sandbox.env", str(env_file)).replace("8080", str(port)))
     sandbox_log = tmp_path / "sandbox.log"
     processes: list[KubepayProcess] = []
@@ -116,10 +116,10 @@ async def test_readme_walkthrough_pays_through_the_users_own_receiver(tmp_path: 
                                                        stdin=asyncio.subprocess.DEVNULL)
     try:
         async def env_file_written() -> bool:
-            assert sandbox.returncode is None, f"kubepay sandbox exited:\n{sandbox_log.read_text()}"
+            assert sandbox.returncode is None, f"kubepay-sandbox up exited:\n{sandbox_log.read_text()}"
             return env_file.exists()
 
-        await wait_for(env_file_written, START, "kubepay sandbox to write its env file")
+        await wait_for(env_file_written, START, "kubepay-sandbox up to write its env file")
         assert env_file.read_text().count("\nexport ") >= 10
 
         # Second and third terminal: `source .sandbox.env`, then `kubepay operator` / `kubepay webhook`.

@@ -6,8 +6,8 @@ import pytest
 import stripe
 
 from kubepay import __version__
-from kubepay.sandbox.stack import Sandbox
 from kubepay.stripe.gateway import STRIPE_API_VERSION
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, stripe_id, wait_for
 

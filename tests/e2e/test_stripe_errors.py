@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubepay.model.identity import intent_idempotency_key
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, messages
 

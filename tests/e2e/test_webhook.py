@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, deliver, fetch, messages, stripe_event, wait_for
 

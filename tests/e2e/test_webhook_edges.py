@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, deliver, fetch, stripe_event, wait_for
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from kubepay.sandbox.stack import Sandbox, Tenant
+from kubepay_sandbox.stack import Sandbox, Tenant
 from tests.faults.harness import FIGURES, LOGS, Faults
 from tests.helpers import Kube
 

@@ -22,11 +22,11 @@ from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import watch as k8s_watch
 
 from kubepay.model.phases import Phase
-from kubepay.sandbox.child import free_port
-from kubepay.sandbox.kafka import ConsumedMessage, KafkaBroker
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import REPO, Sandbox, Tenant
-from kubepay.sandbox.tcp_proxy import TcpProxy
+from kubepay_sandbox.child import free_port
+from kubepay_sandbox.kafka import ConsumedMessage, KafkaBroker
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.stack import REPO, Sandbox, Tenant
+from kubepay_sandbox.tcp_proxy import TcpProxy
 from tests.helpers import GROUP, PLURAL, VERSION, Kube, sign, wait_for
 
 FIGURES = REPO / ".cache" / "faults" / "figures.txt"

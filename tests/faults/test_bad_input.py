@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kubepay.model.identity import payment_id
 from kubepay.orders.intake import resource_name
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import Sandbox, Tenant
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.stack import Sandbox, Tenant
 from tests.conftest import Running
 from tests.faults.harness import Faults, Figure, handler_crashes, intent_id, pay, phase, wait_all
 from tests.helpers import Kube, deliver, sign, stripe_event, wait_for

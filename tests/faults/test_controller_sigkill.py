@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.faults.harness import (
     INITIATED,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.faults.harness import (
     INITIATED,

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.faults.harness import (
     SUCCEEDED,

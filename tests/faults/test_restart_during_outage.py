@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from kubepay.sandbox.stack import Sandbox
-from kubepay.sandbox.tcp_proxy import TcpProxy
+from kubepay_sandbox.stack import Sandbox
+from kubepay_sandbox.tcp_proxy import TcpProxy
 from tests.conftest import Running
 from tests.faults.harness import (
     INITIATED,

@@ -9,7 +9,7 @@ import sys
 import asyncpg
 import pytest
 
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.stack import Sandbox
 from tests.helpers import fetch
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client
 
-from kubepay.sandbox.certs import write_self_signed
-from kubepay.sandbox.child import free_port
-from kubepay.sandbox.kube_controls import service_account_token
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.realcluster import RealCluster
+from kubepay_sandbox.certs import write_self_signed
+from kubepay_sandbox.child import free_port
+from kubepay_sandbox.kube_controls import service_account_token
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.realcluster import RealCluster
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "kubepay"

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kubepay import config
 from kubepay.mirror.messages import Message
 from kubepay.mirror.publisher import Publisher
-from kubepay.sandbox.apache_kafka import ApacheKafka
-from kubepay.sandbox.kafka import ConsumedMessage
+from kubepay_sandbox.apache_kafka import ApacheKafka
+from kubepay_sandbox.kafka import ConsumedMessage
 
 # The orders consumer's settings: kubepay's producer defaults (acks=all, idempotence) without a Stripe key.
 _ENV = {"DATABASE_URL": "postgresql://kubepay@127.0.0.1/kubepay"}

@@ -27,12 +27,12 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepay.config import Topics
-from kubepay.sandbox.apache_kafka import ApacheKafka
-from kubepay.sandbox.kube_controls import ClusterControls
-from kubepay.sandbox.postgres import PostgresServer
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.realcluster import RealCluster
-from kubepay.sandbox.stripe_fake import TEST_CARDS, StripeFake
+from kubepay_sandbox.apache_kafka import ApacheKafka
+from kubepay_sandbox.kube_controls import ClusterControls
+from kubepay_sandbox.postgres import PostgresServer
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.realcluster import RealCluster
+from kubepay_sandbox.stripe_fake import TEST_CARDS, StripeFake
 from tests.chart.tools import ensure_tools
 from tests.contracts import ApiClient
 from tests.helpers import (

@@ -12,8 +12,8 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay.sandbox.realcluster import RealCluster
-from kubepay.sandbox.stack import CRD_DIR
+from kubepay_sandbox.realcluster import RealCluster
+from kubepay_sandbox.stack import CRD_DIR
 from tests.helpers import GROUP, PLURAL, VERSION, Kube, wait_for
 
 

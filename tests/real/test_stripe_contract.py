@@ -15,9 +15,9 @@ from stripe import AIOHTTPClient, StripeClient
 
 from kubepay.controller import intents
 from kubepay.model import identity, refunds
-from kubepay.sandbox.stripe_mock import StripeMock
 from kubepay.stripe import events as stripe_events
 from kubepay.stripe.gateway import STRIPE_API_VERSION, StripeGateway, StripeRejected
+from kubepay_sandbox.stripe_mock import StripeMock
 
 UID = "6f1d2c3b-0000-4000-8000-000000000001"
 BODY: dict[str, Any] = {  # a PaymentIntent resource using every spec field that reaches Stripe

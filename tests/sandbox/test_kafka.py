@@ -6,7 +6,7 @@ import json
 
 from aiokafka import AIOKafkaProducer
 
-from kubepay.sandbox.kafka import ConsumedMessage, KafkaBroker
+from kubepay_sandbox.kafka import ConsumedMessage, KafkaBroker
 
 
 async def test_produce_with_key_and_headers_then_read_topic() -> None:

@@ -22,7 +22,7 @@ from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubepay.kube.client import KubeClient, TokenRefused
-from kubepay.sandbox.kube import KubeEmulator, validate_custom_resource
+from kubepay_sandbox.kube_emulator import KubeEmulator, validate_custom_resource
 
 REPO = Path(__file__).resolve().parents[2]
 PAYMENT_CRD = REPO / "crds" / "paymentintents.kubepay.io.yaml"

@@ -7,7 +7,7 @@ import os
 import asyncpg
 import pytest
 
-from kubepay.sandbox.postgres import PostgresServer
+from kubepay_sandbox.postgres import PostgresServer
 
 
 def _alive(pid: int) -> bool:

@@ -16,8 +16,8 @@ import stripe
 from aiohttp import web
 from stripe.params import PaymentIntentCreateParams, PaymentMethodCreateParams
 
-from kubepay.sandbox.child import free_port
-from kubepay.sandbox.stripe_fake import TEST_CARDS, StripeFake
+from kubepay_sandbox.child import free_port
+from kubepay_sandbox.stripe_fake import TEST_CARDS, StripeFake
 
 DEADLINE = 10.0
 

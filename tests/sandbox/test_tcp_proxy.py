@@ -11,9 +11,9 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from kubepay.sandbox.child import free_port
-from kubepay.sandbox.kafka import KafkaBroker
-from kubepay.sandbox.tcp_proxy import TcpProxy
+from kubepay_sandbox.child import free_port
+from kubepay_sandbox.kafka import KafkaBroker
+from kubepay_sandbox.tcp_proxy import TcpProxy
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubepay.sandbox.kube import validate_custom_resource
+from kubepay_sandbox.kube_emulator import validate_custom_resource
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "paymentintents.kubepay.io.yaml").read_text())

@@ -9,10 +9,10 @@ import pytest
 import stripe
 import yaml
 
-from kubepay.sandbox.kube import KubeEmulator
-from kubepay.sandbox.stack import Sandbox
-from kubepay.sandbox.stripe_fake import StripeFake
-from kubepay.sandbox.targets import Targets, TargetsError, tenant_kubeconfig
+from kubepay_sandbox.kube_emulator import KubeEmulator
+from kubepay_sandbox.stack import Sandbox
+from kubepay_sandbox.stripe_fake import StripeFake
+from kubepay_sandbox.targets import Targets, TargetsError, tenant_kubeconfig
 
 
 def _kubeconfig(path: Path) -> Path:

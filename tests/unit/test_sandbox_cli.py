@@ -1,4 +1,4 @@
-"""`kubepay sandbox`: its env file survives a plain `source` intact, --forward-to refuses what is not a URL, and
+"""`kubepay-sandbox up`: its env file survives a plain `source` intact, --forward-to refuses what is not a URL, and
 what it prints about each webhook delivery."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kubepay import cli
-from kubepay.sandbox.cli import env_text, write_env_file
-from kubepay.sandbox.forwarding import describe, local_port
+from kubepay_sandbox import cli
+from kubepay_sandbox.forwarding import describe, local_port
+from kubepay_sandbox.up import env_text, write_env_file
 
 TRICKY = {
     "DATABASE_URL": "postgresql://kubepay:p%40ss@127.0.0.1:5432/db",
@@ -44,10 +44,10 @@ def test_env_file_is_exported_by_a_plain_source(tmp_path: Path) -> None:
 def test_forward_to_that_is_not_an_http_url_is_refused(
         url: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["sandbox", "--forward-to", url])
+        cli.main(["up", "--forward-to", url])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith("kubepay sandbox: --forward-to ") and why in error, error
+    assert error.startswith("kubepay-sandbox up: --forward-to ") and why in error, error
 
 
 @pytest.mark.parametrize(("url", "port"), [

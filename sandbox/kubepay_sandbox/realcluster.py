@@ -37,13 +37,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from kubernetes_asyncio import client, config
 
-from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port
+from kubepay_sandbox.checkout import REPO
+from kubepay_sandbox.child import HOST, ChildProcess, die_with_parent, free_port
 
 __all__ = ["ControlPlaneError", "RealCluster", "controlplane_bin"]
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
 ENV_BIN = "KUBEPAY_CONTROLPLANE_BIN"  # a folder with etcd, kube-apiserver, kube-controller-manager
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 START_TIMEOUT = 90.0  # kube-apiserver's post-start hooks take 5-15 s on two busy cores

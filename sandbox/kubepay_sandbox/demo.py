@@ -1,4 +1,5 @@
-"""`make demo`: one PaymentIntent from `kubectl apply` to Stripe, PostgreSQL and Kafka, printed live."""
+"""`kubepay-sandbox demo` (`make demo`): one PaymentIntent from `kubectl apply` to Stripe, PostgreSQL and Kafka,
+printed live."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import client, config
 
-from kubepay.sandbox.stack import REPO, Sandbox, Tenant
-from kubepay.sandbox.stripe_fake import TEST_CARDS
+from kubepay_sandbox.checkout import REPO
+from kubepay_sandbox.stack import Sandbox, Tenant
+from kubepay_sandbox.stripe_fake import TEST_CARDS
 
 EXAMPLE = REPO / "examples" / "paymentintent.yaml"
 PI_PATH = "kubepay.io/v1alpha1/paymentintents"

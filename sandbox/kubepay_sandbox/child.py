@@ -47,7 +47,7 @@ def package_file(package: str, distribution: str, relative: str, error: type[Exc
     the package (side effects); ``error`` if the package or the file is missing."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise error(f"the {distribution} package is not installed (pip install 'kubepay[dev]')")
+        raise error(f"the {distribution} package is not installed (pip install -e ./sandbox, or make venv)")
     for location in spec.submodule_search_locations:
         path = Path(location) / relative
         if path.exists():

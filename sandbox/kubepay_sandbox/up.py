@@ -1,9 +1,8 @@
-"""`kubepay sandbox`: keep the sandbox running, write the settings to point kubepay at it, forward Stripe's
+"""`kubepay-sandbox up`: keep the sandbox running, write the settings to point kubepay at it, forward Stripe's
 webhooks to a receiver you run."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -13,8 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from kubepay.sandbox.forwarding import check_url, local_port, print_deliveries
-from kubepay.sandbox.stack import Sandbox
+from kubepay_sandbox.forwarding import check_url, local_port, print_deliveries
+from kubepay_sandbox.stack import Sandbox
 
 
 def env_text(env: Mapping[str, str]) -> str:
@@ -28,7 +27,7 @@ def write_env_file(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     partial.touch(mode=0o600)  # before anything is in it: the API token, the webhook secret
-    partial.write_text(f"# kubepay sandbox settings: source {path.name}. Removed when the sandbox stops.\n{text}")
+    partial.write_text(f"# kubepay-sandbox settings: source {path.name}. Removed when the sandbox stops.\n{text}")
     os.replace(partial, path)
 
 
@@ -64,12 +63,12 @@ async def serve(env_file: Path | None, forward_to: str | None) -> None:
                 await asyncio.to_thread(env_file.unlink, missing_ok=True)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(env_file: str | None, forward_to: str | None) -> int:
     try:
-        forward_to = None if args.forward_to is None else check_url(args.forward_to)
+        checked = None if forward_to is None else check_url(forward_to)
     except ValueError as exc:
-        print(f"kubepay sandbox: --forward-to {exc}", file=sys.stderr)
+        print(f"kubepay-sandbox up: --forward-to {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(Path(args.env_file) if args.env_file else None, forward_to))
+        asyncio.run(serve(Path(env_file) if env_file else None, checked))
     return 0

@@ -16,13 +16,12 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp.web
 
-__all__ = ["Reviews"]
+from kubepay_sandbox.kube_emulator.resources import JsonDict
 
-JsonDict = dict[str, Any]
+__all__ = ["Reviews"]
 
 AUTHENTICATION = ("authentication.k8s.io", "v1", "tokenreviews", "TokenReview")
 AUTHORIZATION = ("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from kubepay.sandbox.child import HOST
+from kubepay_sandbox.child import HOST
 
 __all__ = ["TcpProxy"]
 

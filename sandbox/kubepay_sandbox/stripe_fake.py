@@ -1,7 +1,7 @@
 """A local Stripe API for tests and the sandbox: localstripe in its own process, plus test controls.
 
 localstripe is GPL-3.0, so it never enters this process: :class:`StripeFake` spawns
-``python -m kubepay.sandbox.localstripe_launcher`` and talks to it over HTTP on 127.0.0.1.
+``python -m kubepay_sandbox.localstripe_launcher`` and talks to it over HTTP on 127.0.0.1.
 See the launcher's docstring for what it adds to localstripe (idempotency replay, missing
 parameters, Stripe-shaped declines, Stripe's refusals of unsupported currencies and out-of-range amounts,
 updates in the wrong status, partial captures, the Events API with refund events, webhook retries, fault
@@ -22,7 +22,7 @@ from typing import Any, cast
 import aiohttp
 import stripe
 
-from kubepay.sandbox.child import HOST, ChildProcess, free_port
+from kubepay_sandbox.child import HOST, ChildProcess, free_port
 
 __all__ = ["TEST_CARDS", "StripeFake", "StripeFakeError"]
 
@@ -76,7 +76,7 @@ class StripeFake(ChildProcess):
         await self._spawn(
             sys.executable,
             "-m",
-            "kubepay.sandbox.localstripe_launcher",
+            "kubepay_sandbox.localstripe_launcher",
             "--port",
             str(self._port),
             stdin=subprocess.DEVNULL,

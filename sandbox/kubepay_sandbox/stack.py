@@ -1,11 +1,11 @@
 """The whole sandbox: real PostgreSQL and Kafka, a Stripe fake and a Kubernetes API emulator.
 
-One harness serves the tests, `kubepay sandbox`, `make demo` and the benchmarks. Each user of it
+One harness serves the tests, `kubepay-sandbox up`, `kubepay-sandbox demo` and the benchmarks. Each user of it
 takes a Tenant: its own database (migrated), topics, namespace and webhook secret, so parallel
-users never see each other's data. With :class:`~kubepay.sandbox.targets.Targets` naming a real
+users never see each other's data. With :class:`~kubepay_sandbox.targets.Targets` naming a real
 cluster and/or Stripe test mode (the e2e suite's KUBEPAY_E2E_* settings), those replace the emulator
 and/or the fake; nothing else changes. With ``real_parts`` the sandbox starts a real control plane
-(:mod:`~kubepay.sandbox.realcluster`) and Apache Kafka itself, and kubepay runs with its production
+(:mod:`~kubepay_sandbox.realcluster`) and Apache Kafka itself, and kubepay runs with its production
 Kafka settings.
 """
 
@@ -28,20 +28,19 @@ from stripe import AIOHTTPClient, HTTPClient, RequestsClient, StripeClient
 
 from kubepay import migrate
 from kubepay.config import Topics
-from kubepay.sandbox.apache_kafka import ApacheKafka
-from kubepay.sandbox.certs import write_self_signed
-from kubepay.sandbox.child import free_port
-from kubepay.sandbox.kafka import KafkaBroker
-from kubepay.sandbox.kube import KubeEmulator
-from kubepay.sandbox.kube_controls import ClusterControls, EmulatorControls, KubeControls
-from kubepay.sandbox.postgres import PostgresServer
-from kubepay.sandbox.processes import KubepayProcess
-from kubepay.sandbox.realcluster import RealCluster
-from kubepay.sandbox.stripe_fake import StripeFake
-from kubepay.sandbox.targets import Targets, TargetsError, tenant_kubeconfig
+from kubepay_sandbox.apache_kafka import ApacheKafka
+from kubepay_sandbox.certs import write_self_signed
+from kubepay_sandbox.checkout import CRD_DIR, REPO
+from kubepay_sandbox.child import free_port
+from kubepay_sandbox.kafka import KafkaBroker
+from kubepay_sandbox.kube_controls import ClusterControls, EmulatorControls, KubeControls
+from kubepay_sandbox.kube_emulator import KubeEmulator
+from kubepay_sandbox.postgres import PostgresServer
+from kubepay_sandbox.processes import KubepayProcess
+from kubepay_sandbox.realcluster import RealCluster
+from kubepay_sandbox.stripe_fake import StripeFake
+from kubepay_sandbox.targets import Targets, TargetsError, tenant_kubeconfig
 
-REPO = Path(__file__).resolve().parents[3]
-CRD_DIR = REPO / "crds"
 _counter = itertools.count(1)
 
 __all__ = ["CRD_DIR", "REPO", "Sandbox", "Targets", "TargetsError", "Tenant", "free_port"]

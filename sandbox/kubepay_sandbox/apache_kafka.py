@@ -23,14 +23,14 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from kubepay.sandbox.child import HOST, die_with_parent, free_port
-from kubepay.sandbox.kafka import KafkaBroker, KafkaBrokerError
+from kubepay_sandbox.checkout import REPO
+from kubepay_sandbox.child import HOST, die_with_parent, free_port
+from kubepay_sandbox.kafka import KafkaBroker, KafkaBrokerError
 
 __all__ = ["ApacheKafka", "kafka_libs", "kafka_version"]
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
 POM = REPO / "tools" / "kafka" / "pom.xml"
 ENV_LIBS = "KUBEPAY_KAFKA_LIBS"  # a folder of Kafka's jars, instead of .cache/kafka/<version>/libs
 START_TIMEOUT = 60.0  # a JVM on two busy cores; it usually answers within 4 s

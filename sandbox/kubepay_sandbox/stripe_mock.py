@@ -16,13 +16,13 @@ import signal
 import subprocess
 from pathlib import Path
 
-from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent
+from kubepay_sandbox.checkout import REPO
+from kubepay_sandbox.child import HOST, ChildProcess, die_with_parent
 
 __all__ = ["API_KEY", "StripeMock", "StripeMockError", "stripe_mock_binary"]
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
 ENV_BINARY = "KUBEPAY_STRIPE_MOCK"  # a stripe-mock binary, instead of .cache/stripe-mock/bin/stripe-mock
 API_KEY = "sk_test_123"  # stripe-mock wants sk_/rk_ + test + one more part; anything else is a 401
 START_TIMEOUT = 30.0

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port, package_file
+from kubepay_sandbox.child import HOST, ChildProcess, die_with_parent, free_port, package_file
 
 __all__ = ["ConsumedMessage", "KafkaBroker", "KafkaBrokerError", "tansu_binary"]
 
@@ -79,7 +79,7 @@ class KafkaBroker(ChildProcess):
     """One in-memory tansu broker; usable as an async context manager. Data is gone after ``stop()``.
 
     Kafka clients connect to the address the broker advertises, not the one they bootstrapped from: with
-    ``advertised_port`` (a :class:`~kubepay.sandbox.tcp_proxy.TcpProxy` forwarding to ``port``) every
+    ``advertised_port`` (a :class:`~kubepay_sandbox.tcp_proxy.TcpProxy` forwarding to ``port``) every
     connection goes through that proxy.
     """
 

@@ -1,4 +1,4 @@
-"""`kubepay sandbox --forward-to URL`: which URL gets the Stripe fake's signed webhooks, and a line per delivery
+"""`kubepay-sandbox up --forward-to URL`: which URL gets the Stripe fake's signed webhooks, and a line per delivery
 attempt for the terminal, as `stripe listen --forward-to` prints them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from kubepay.sandbox.stripe_fake import StripeFake
+from kubepay_sandbox.stripe_fake import StripeFake
 
 __all__ = ["check_url", "describe", "local_port", "print_deliveries"]
 

@@ -1,7 +1,7 @@
 """What tests do to the Kubernetes API besides using it: refuse writes as an admission policy would, issue
 ServiceAccount tokens, grant access, take the API server away and bring it back.
 
-The emulator does each in memory (:meth:`KubeEmulator.deny`, :class:`~kubepay.sandbox.kube_reviews.Reviews`,
+The emulator does each in memory (:meth:`KubeEmulator.deny`, :class:`~kubepay_sandbox.kube_emulator.reviews.Reviews`,
 stop/start). A real cluster gets the real objects through its API: a ValidatingAdmissionPolicy and its
 binding, a ServiceAccount and a TokenRequest (bound to a Pod object when asked), a Role and a RoleBinding.
 Only a control plane the sandbox started itself (KUBEPAY_E2E_REAL) can be stopped; tests that do that are
@@ -19,8 +19,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay.sandbox.kube import KubeEmulator
-from kubepay.sandbox.realcluster import RealCluster
+from kubepay_sandbox.kube_emulator import KubeEmulator
+from kubepay_sandbox.realcluster import RealCluster
 
 __all__ = ["ClusterControls", "EmulatorControls", "KubeControls", "service_account_token"]
 

@@ -1,8 +1,8 @@
 """Run localstripe on 127.0.0.1 with the Stripe behaviour a payments controller relies on.
 
 localstripe is GPL-3.0: this module is the only kubepay module that imports it, and it only ever
-runs as its own process (``python -m kubepay.sandbox.localstripe_launcher --port N``), started by
-:class:`kubepay.sandbox.stripe_fake.StripeFake`. What it adds to localstripe:
+runs as its own process (``python -m kubepay_sandbox.localstripe_launcher --port N``), started by
+:class:`kubepay_sandbox.stripe_fake.StripeFake`. What it adds to localstripe:
 
 * Idempotency-Key replay as Stripe documents it (localstripe ignores the header): completed
   responses, 4xx included, are replayed with ``Idempotent-Replayed: true``; the same key with other

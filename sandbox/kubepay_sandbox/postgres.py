@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from kubepay.sandbox.child import HOST, ChildProcess, die_with_parent, free_port, package_file
+from kubepay_sandbox.child import HOST, ChildProcess, die_with_parent, free_port, package_file
 
 __all__ = ["PostgresError", "PostgresServer", "postgres_bin_dir"]
 

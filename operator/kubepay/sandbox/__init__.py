@@ -1,1 +1,0 @@
-"""Real PostgreSQL, Kafka (tansu) and a Stripe fake (localstripe) on 127.0.0.1 for tests and demos."""
