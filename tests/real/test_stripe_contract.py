@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -15,20 +14,21 @@ from stripe import AIOHTTPClient, StripeClient
 
 from kubepay.controller import intents
 from kubepay.model import identity, refunds
+from kubepay.model.resources import PaymentIntent, PaymentRefund
 from kubepay.stripe import events as stripe_events
 from kubepay.stripe.gateway import STRIPE_API_VERSION, StripeGateway, StripeRejected
 from kubepay_sandbox.stripe_mock import StripeMock
 
 UID = "6f1d2c3b-0000-4000-8000-000000000001"
-BODY: dict[str, Any] = {  # a PaymentIntent resource using every spec field that reaches Stripe
+BODY = PaymentIntent.parse({  # a PaymentIntent resource using every spec field that reaches Stripe
     "metadata": {"namespace": "shop", "name": "order-1111", "uid": UID, "generation": 2},
     "spec": {"orderId": "1111", "amount": 1200, "currency": "usd", "captureMethod": "manual",
              "description": "Order 1111", "userId": "user-7", "metadata": {"cart": "c-9"}},
-}
-REFUND: dict[str, Any] = {
+})
+REFUND = PaymentRefund.parse({
     "metadata": {"namespace": "shop", "name": "order-1111-refund", "uid": "6f1d2c3b-0000-4000-8000-000000000002"},
     "spec": {"paymentIntentName": "order-1111", "amount": 500, "reason": "requested_by_customer"},
-}
+})
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -75,8 +75,8 @@ async def test_customer_confirm_as_the_readme_and_tests_do(mock: StripeMock) -> 
 
 
 async def test_refund_calls(gateway: StripeGateway) -> None:
-    params = refunds.create_params(REFUND["metadata"], REFUND["spec"], "pi_123", 500)
-    refund = await gateway.create_refund(params, identity.refund_idempotency_key(REFUND["metadata"]["uid"]))
+    params = refunds.create_params(REFUND.meta, REFUND.spec, "pi_123", 500)
+    refund = await gateway.create_refund(params, identity.refund_idempotency_key(REFUND.meta.uid))
     assert refund["object"] == "refund"
     assert (await gateway.retrieve_refund(refund["id"]))["object"] == "refund"
 
