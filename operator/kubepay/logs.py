@@ -46,11 +46,15 @@ def about(meta: Mapping[str, Any], kind: str = "PaymentIntent", event_id: str | 
     return fields
 
 
+# kopf's success lines of the watch-event handlers (controller.registry's `changed_*`): they run on every change.
+_WATCH_EVENT_SUCCESS = re.compile(r"Handler 'changed_\w+' succeeded\.")
+
+
 class QuietSuccesses(logging.Filter):
-    """Drops kopf's "Handler 'wake' succeeded." line: the watch-event handler runs on every change."""
+    """Drops kopf's "Handler 'changed_intent' succeeded." lines: one per watch event would drown the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and record.getMessage() == "Handler 'wake' succeeded.")
+        return not (record.levelno == logging.INFO and _WATCH_EVENT_SUCCESS.fullmatch(record.getMessage()))
 
 
 class Throttle(logging.Filter):
