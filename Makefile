@@ -40,8 +40,9 @@ demo: venv
 sandbox: venv
 	$(BIN)/kubepay-sandbox up --env-file .sandbox.env
 
-bench: venv  ## speed and memory figures on the local sandbox (~35 s); report also in .cache/bench/latest.json
-	$(BIN)/python -m bench.run
+SCALE ?= 0
+bench: venv  ## speed and memory figures on the local sandbox (~35 s; SCALE=10000 adds the scale scenarios, ~15 min)
+	$(BIN)/python -m bench.run --scale $(SCALE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import watch as k8s_watch
 from tests.helpers import GROUP, PLURAL, VERSION, Kube, sign, stripe_event
 
+from bench import scale
 from bench.stats import fixed_windows, max_sliding_window, median, percentile
 from kubepay.stripe.rate_limit import TokenBucket
 from kubepay_sandbox.processes import KubepayProcess
@@ -411,9 +412,28 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await arrivals.stop()
             await kube.close()
             await tenant.stop_processes()
+        if args.scale:
+            report["scale"] = await scale.scale(sandbox, args.scale)
+    report["goals"] = goals(report)
     report["total_s"] = round(time.monotonic() - began, 1)
     report["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     return report
+
+
+def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The figures the scale issue sets goals for, each with its goal; None where this run did not measure it."""
+    controller, found = report["controller"], report.get("scale", {})
+    at_100 = controller["stripe_rate_median_1s"] if controller["rate_limit_per_s"] == 100 else None
+    memory, restart = found.get("memory", {}), found.get("restart", {})
+    return [
+        {"name": "creates_per_s_at_limit_100", "value": at_100, "unit": "Stripe requests/s", "goal": ">= 95"},
+        {"name": "controller_rss_mib_10k", "value": memory.get("rss_mib_10k_estimate"), "unit": "MiB",
+         "goal": "<= 150", "note": "from the RSS per 1,000 at SCALE, 90% finished"},
+        {"name": "new_intent_after_restart_s_5k", "value": restart.get("new_intent_after_s"), "unit": "s",
+         "goal": "<= 2", "note": f"with {restart.get('unfinished')} unfinished payments due for a read"},
+        {"name": "receiver_vs_floor_ratio", "value": None, "unit": "ratio", "goal": "<= 1.5",
+         "note": "not measured yet"},
+    ]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -447,6 +467,8 @@ def render(report: dict[str, Any]) -> str:
         f" one at a time: median {u['accepted_to_kafka_ms']['median']} ms ({u['deliveries']} deliveries,"
         f" webhook {u['webhook_ms_median']} ms)",
         f"4. peak RSS (VmHWM): operator {rss['operator']} MiB, webhook {rss['webhook']} MiB",
+        *([f"5. scale: {json.dumps(report['scale'])}"] if "scale" in report else []),
+        "goals: " + "; ".join(f"{g['name']} {g['value']} {g['unit']} (goal {g['goal']})" for g in report["goals"]),
     ])
 
 
@@ -460,7 +482,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--unloaded", type=int, default=10, help="single deliveries for the unloaded mirror latency")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--scale", type=int, default=0,
+                        help="also the scale scenarios with this many PaymentIntents (make bench SCALE=10000); "
+                             "the controller figure then runs at the live rate limit, 100/s, with 1,000 at once")
     args = parser.parse_args(argv)
+    if args.scale:
+        args.rate, args.creates = 100.0, max(args.creates, 1000)
     if not 0 < args.first <= args.deliveries or min(args.creates, args.rounds, args.concurrency, args.unloaded) < 1:
         parser.error("need 0 < --first <= --deliveries and positive counts")
     report = asyncio.run(bench(args))

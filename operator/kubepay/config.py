@@ -70,6 +70,8 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KUBEPAY_RESYNC_SECONDS", "600", "how long a non-final payment may stay quiet before Stripe is read",
        OPERATOR),
     _v("KUBEPAY_STRIPE_RATE_LIMIT", "20", "client-side Stripe requests per second", OPERATOR),
+    _v("KUBEPAY_STRIPE_BACKGROUND_SHARE", "0.5",
+       "share of the Stripe rate that resync reads and the backfill may use (0 < share <= 1)", OPERATOR),
     _v("KUBEPAY_STRIPE_API_BASE", "", "another Stripe API base URL (the sandbox's fake)", OPERATOR),
     _v("KUBEPAY_KAFKA_ACKS", "all", "producer acks: all, 1 or 0", OPERATOR, ORDERS),
     _v("KUBEPAY_KAFKA_IDEMPOTENCE", "true", "idempotent producer", OPERATOR, ORDERS),
@@ -150,6 +152,7 @@ class Settings:
     topics: Topics
     namespace: str | None
     stripe_rate_limit: float
+    stripe_background_share: float
     resync_seconds: float
     migrate_on_start: bool
     log_level: str
@@ -203,6 +206,12 @@ class _Reader:
             return 1.0
         if not value > 0:
             self.problems.append(f"{name} must be positive, got {raw!r}")
+        return value
+
+    def share(self, name: str) -> float:
+        value = self.number(name)
+        if value > 1:
+            self.problems.append(f"{name} must be at most 1, got {self.text(name)!r}")
         return value
 
     def flag(self, name: str) -> bool:
@@ -294,6 +303,7 @@ def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Setti
         topics=Topics(**{name: r.text(f"KUBEPAY_TOPIC_{name.upper()}") for name in _TOPIC_DEFAULTS}),
         namespace=namespace,
         stripe_rate_limit=r.number("KUBEPAY_STRIPE_RATE_LIMIT"),
+        stripe_background_share=r.share("KUBEPAY_STRIPE_BACKGROUND_SHARE"),
         resync_seconds=r.number("KUBEPAY_RESYNC_SECONDS"),
         migrate_on_start=r.flag("KUBEPAY_MIGRATE_ON_START"),
         log_level=r.choice("KUBEPAY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),

@@ -133,6 +133,7 @@ class FakeStripe(Failures):
         self.intents: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.background_reads = 0  # reads made in the background share of the Stripe budget
         self._answers: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
 
@@ -160,8 +161,9 @@ class FakeStripe(Failures):
 
         return self._keyed(idempotency_key, make)
 
-    async def retrieve_intent(self, intent_id: str) -> dict[str, Any]:
+    async def retrieve_intent(self, intent_id: str, background: bool = False) -> dict[str, Any]:
         self.calls.append("retrieve_intent")
+        self.background_reads += background
         self.check("retrieve_intent")
         return copy.deepcopy(self.intents[intent_id])
 
@@ -198,8 +200,9 @@ class FakeStripe(Failures):
 
         return self._keyed(idempotency_key, make)
 
-    async def retrieve_refund(self, refund_id: str) -> dict[str, Any]:
+    async def retrieve_refund(self, refund_id: str, background: bool = False) -> dict[str, Any]:
         self.calls.append("retrieve_refund")
+        self.background_reads += background
         return copy.deepcopy(self.refunds[refund_id])
 
 

@@ -24,6 +24,8 @@ def test_go_service_names_build_the_database_url() -> None:
     ({"KUBEPAY_KAFKA_IDEMPOTENCE": "maybe"}, "KUBEPAY_KAFKA_IDEMPOTENCE must be true or false"),
     ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must look like"),
     ({"DATABASE_URL": "postgresql://u:p@h:notaport/db"}, "DATABASE_URL has a malformed port"),
+    ({"KUBEPAY_STRIPE_BACKGROUND_SHARE": "1.5"}, "KUBEPAY_STRIPE_BACKGROUND_SHARE must be at most 1"),
+    ({"KUBEPAY_STRIPE_BACKGROUND_SHARE": "0"}, "KUBEPAY_STRIPE_BACKGROUND_SHARE must be positive"),
 ])
 def test_bad_settings_name_the_variable(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kubepay.stripe.rate_limit import TokenBucket
+from kubepay.stripe.rate_limit import StripeBudget, TokenBucket
 
 
 class VirtualClock:
@@ -82,3 +82,42 @@ def test_nonsense_settings_are_refused() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError):
         TokenBucket(10, burst=0.5)
+
+
+async def test_urgent_work_goes_before_queued_background_reads() -> None:
+    """5,000 catch-up reads after a restart must not make a new payment wait: it passes all but one of them."""
+    clock = VirtualClock()
+    budget = StripeBudget(100.0, background_share=0.5, clock=clock, sleep=clock.sleep)
+    order: list[str] = []
+    twenty_read = asyncio.Event()
+
+    async def read(i: int) -> None:
+        await budget.acquire(background=True)
+        order.append(f"read-{i}")
+        if len(order) == 20:
+            twenty_read.set()
+
+    reads = [asyncio.create_task(read(i)) for i in range(200)]
+    await twenty_read.wait()
+    await budget.acquire()  # a new payment's create
+    order.append("create")
+    await asyncio.gather(*reads)
+    assert order.index("create") <= 20 + 2  # behind at most the read already holding the shared bucket, and one more
+
+
+async def test_background_reads_alone_use_at_most_their_share() -> None:
+    clock = VirtualClock()
+    budget = StripeBudget(100.0, background_share=0.5, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+
+    async def read() -> None:
+        await budget.acquire(background=True)
+        times.append(clock())
+
+    await asyncio.gather(*(read() for _ in range(300)))
+    assert most_in_one_second(times) <= 50 + 1
+
+
+def test_a_share_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="background_share"):
+        StripeBudget(100.0, background_share=1.5)

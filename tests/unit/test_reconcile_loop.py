@@ -10,7 +10,7 @@ import kopf
 import pytest
 
 from kubepay.controller import payment_intents, payment_refunds, reconcile, registry
-from kubepay.controller.reconcile import LoopState
+from kubepay.controller.reconcile import LoopState, Resync
 from kubepay.kube.client import Invalid, KubeUnavailable
 from kubepay.mirror.publisher import PublishFailed, PublishRejected
 from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, PaymentIntent, PaymentRefund
@@ -18,6 +18,7 @@ from kubepay.postgres import StoreRejected
 from tests.unit.fakes import World, k8s_events
 
 SPEC = {"orderId": "1111", "amount": 1200, "currency": "usd"}
+QUIET_SINCE = "2026-01-01T00:00:00Z"
 
 
 async def _created(world: World) -> None:
@@ -31,18 +32,20 @@ async def _intent_step(world: World, state: LoopState) -> bool:
 
 
 def _succeed(world: World) -> None:
+    """Stripe says succeeded, and no webhook told kubepay for longer than a resync period."""
     world.stripe.set_intent("pi_1", status="succeeded", amount_received=1200)
+    world.kube.objects[(PAYMENT_INTENTS, "shop", "order-1")]["status"]["stripe"]["lastSyncedAt"] = QUIET_SINCE
 
 
 async def test_each_milestone_is_published_once_and_recorded_in_the_watermark() -> None:
     world = World()
-    state = LoopState(phase=None, resync=True)
+    state = LoopState(phase=None, resync=Resync.CATCH_UP)
     with k8s_events() as posted:
         await _created(world)
         await _intent_step(world, state)
         assert world.publisher.topics() == ["payments.initiated"]
         _succeed(world)
-        state.resync = True  # the webhook was lost: the idle timer's resync finds the payment
+        state.resync = Resync.CATCH_UP  # the webhook was lost: the idle timer's resync finds the payment
         await _intent_step(world, state)
         await _intent_step(world, state)  # nothing new: nothing sent again
     status = world.kube.status(PAYMENT_INTENTS)
@@ -57,7 +60,7 @@ async def test_what_this_process_published_is_not_sent_again_before_the_watermar
     world = World()
     with k8s_events():
         await _created(world)
-        state = LoopState(phase=None, resync=False)
+        state = LoopState(phase=None, resync=None)
         await _intent_step(world, state)
         body = world.kube.body(PAYMENT_INTENTS)
         body["status"].pop("published")  # the watch has not shown our own watermark write yet
@@ -70,7 +73,7 @@ async def test_a_message_kafka_refuses_for_good_does_not_hold_back_the_next() ->
     with k8s_events():
         await _created(world)
         _succeed(world)
-        state = LoopState(phase=None, resync=True)
+        state = LoopState(phase=None, resync=Resync.CATCH_UP)
         world.publisher.fail_next("publish", PublishFailed("Kafka unreachable"))
         with pytest.raises(PublishFailed):  # an outage: status is Succeeded now, nothing published yet
             await _intent_step(world, state)
@@ -87,14 +90,14 @@ async def test_a_row_postgresql_refuses_for_good_does_not_hold_back_the_messages
         await _created(world)
         world.store.rows.fail_next("upsert", StoreRejected("PostgreSQL refused the data: value too long"))
         with pytest.raises(StoreRejected):
-            await _intent_step(world, LoopState(phase=None, resync=False))
+            await _intent_step(world, LoopState(phase=None, resync=None))
     assert world.kube.status(PAYMENT_INTENTS)["published"] == ["initiated"]
     assert world.publisher.topics() == ["payments.initiated"]
 
 
 async def test_a_paused_payment_is_left_alone_and_resynced_on_resume() -> None:
     world = World()
-    state = LoopState(phase=None, resync=False)
+    state = LoopState(phase=None, resync=None)
     with k8s_events() as posted:
         await _created(world)
         world.kube.objects[(PAYMENT_INTENTS, "shop", "order-1")]["metadata"]["annotations"] = {
@@ -113,7 +116,7 @@ async def test_a_refund_is_created_once_mirrored_and_moves_its_parent() -> None:
     with k8s_events() as posted:
         await _created(world)
         _succeed(world)
-        await _intent_step(world, LoopState(phase=None, resync=True))
+        await _intent_step(world, LoopState(phase=None, resync=Resync.CATCH_UP))
         refund_body = world.kube.add(PAYMENT_REFUNDS, {"paymentIntentName": "order-1", "amount": 200},
                                      name="back-1")
         memo = kopf.Memo(runtime=world.runtime)
@@ -124,7 +127,7 @@ async def test_a_refund_is_created_once_mirrored_and_moves_its_parent() -> None:
         world.stripe.set_intent("pi_1", latest_charge={"id": "ch_1", "amount_refunded": 200})
         body = world.kube.body(PAYMENT_REFUNDS, name="back-1")
         await payment_refunds.step(world.runtime, kopf.Body(body), PaymentRefund.parse(body),
-                                   LoopState(phase=None, resync=False))
+                                   LoopState(phase=None, resync=None))
     assert world.stripe.calls.count("create_refund") == 1
     refund = world.kube.status(PAYMENT_REFUNDS, name="back-1")
     assert (refund["phase"], refund["amount"], refund["published"]) == ("Succeeded", 200, ["refunded"])
@@ -140,7 +143,7 @@ async def test_a_refund_larger_than_what_is_left_is_refused_without_calling_stri
     with k8s_events() as posted:
         await _created(world)
         _succeed(world)
-        await _intent_step(world, LoopState(phase=None, resync=True))
+        await _intent_step(world, LoopState(phase=None, resync=Resync.CATCH_UP))
         body = world.kube.add(PAYMENT_REFUNDS, {"paymentIntentName": "order-1", "amount": 5000}, name="too-much")
         with pytest.raises(kopf.PermanentError):
             await registry.ensure_stripe_refund(body=kopf.Body(body), memo=kopf.Memo(runtime=world.runtime), retry=0)
@@ -196,3 +199,68 @@ async def test_outages_are_retried_and_refusals_reported_once(monkeypatch: pytes
 async def test_an_unexpected_error_is_not_swallowed() -> None:
     with pytest.raises(ZeroDivisionError):
         await _run_until(_Steps(ZeroDivisionError()), calls=2, refused=[])
+
+
+async def test_catching_up_skips_a_recently_settled_payment_and_reads_in_the_background() -> None:
+    world = World()
+    with k8s_events():
+        await _created(world)  # status was just written from Stripe's answer
+        world.stripe.set_intent("pi_1", status="succeeded", amount_received=1200)
+        await _intent_step(world, LoopState(phase="Pending", resync=Resync.CATCH_UP))
+        assert world.stripe.calls == ["create_intent"]  # settled moments ago: no read
+        await _intent_step(world, LoopState(phase="Pending", resync=Resync.RESUME))
+    assert world.stripe.calls == ["create_intent", "retrieve_intent"]
+    assert world.stripe.background_reads == 1
+    assert world.kube.status(PAYMENT_INTENTS)["phase"] == "Succeeded"
+
+
+async def test_a_finished_payment_has_no_daemon_and_its_refund_is_mirrored_from_the_watch_event() -> None:
+    world = World()
+    with k8s_events() as posted:
+        await _created(world)
+        _succeed(world)
+        await _intent_step(world, LoopState(phase=None, resync=Resync.CATCH_UP))  # the daemon's last step
+        memo = kopf.Memo(runtime=world.runtime)
+        body = world.kube.body(PAYMENT_INTENTS)
+        assert payment_intents.KIND.unfinished(body["status"]) is False  # kopf stops (never starts) the daemon
+        await registry.changed_intent(body=kopf.Body(body), memo=memo, logger=reconcile.log)
+        assert world.publisher.topics() == ["payments.initiated", "payments.succeeded", "orders.status"]
+        # A refund moves the finished payment: only the watch event's single step mirrors it.
+        await world.kube.patch_status(PAYMENT_INTENTS, "shop", "order-1",
+                                      {"phase": "PartiallyRefunded", "amountRefunded": 300}, None)
+        await registry.changed_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)), memo=memo,
+                                      logger=reconcile.log)
+    assert [(row.status, row.amount_refunded) for row in world.store.rows.payments.values()] == [
+        ("partially_refunded", 300)]
+    assert world.publisher.topics() == ["payments.initiated", "payments.succeeded", "orders.status"]
+    assert posted.reasons()[-1] == "PartiallyRefunded"
+
+
+def test_only_unfinished_resources_get_a_daemon() -> None:
+    assert payment_intents.KIND.unfinished({"phase": "Failed"}) is True  # the customer may pay again
+    assert payment_intents.KIND.unfinished({}) is True
+    assert payment_intents.KIND.unfinished({"phase": "Canceled"}) is False
+    assert payment_refunds.KIND.unfinished({"phase": "Pending"}) is True
+    assert payment_refunds.KIND.unfinished({"phase": "Failed"}) is False
+
+
+async def test_the_row_is_written_only_when_it_changes_and_a_finished_payment_costs_nothing_at_restart() -> None:
+    world = World()
+    upserts: list[object] = []
+    with k8s_events():
+        await _created(world)
+        _succeed(world)
+        state = LoopState(phase=None, resync=Resync.CATCH_UP)
+        await _intent_step(world, state)
+        await _intent_step(world, state)  # Succeeded: row and messages
+        writes = len(world.kube.status_writes)
+        rows = dict(world.store.rows.payments)
+        world.store.rows.upsert = lambda row: upserts.append(row)  # type: ignore[method-assign,assignment,return-value]
+        await _intent_step(world, state)  # nothing changed: no row write, no status write
+        assert (len(world.kube.status_writes), upserts) == (writes, [])
+        # A restart: a new process sees the finished payment once, in the watch's initial listing.
+        memo = kopf.Memo(runtime=world.runtime)
+        await registry.changed_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)), memo=memo,
+                                      logger=reconcile.log)
+    assert (len(world.kube.status_writes), upserts, "loop" in memo) == (writes, [], False)
+    assert [row.status for row in rows.values()] == ["succeeded"]

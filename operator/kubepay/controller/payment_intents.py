@@ -19,7 +19,7 @@ from kubepay.controller.intents import (
     reconcile_spec,
     spec_problems,
 )
-from kubepay.controller.reconcile import Kind, LoopState, resync
+from kubepay.controller.reconcile import Kind, LoopState, Resync, resync
 from kubepay.controller.runtime import Runtime
 from kubepay.kube import k8s_events
 from kubepay.kube.status_writer import apply_observation, write_not_synced
@@ -35,6 +35,11 @@ from kubepay.stripe.gateway import StripeRejected
 CANCELABLE = {"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action"}
 # The finalizer gives up (and says so in a Warning event) rather than block deletion forever.
 FINALIZER_MAX_TRIES = 5
+
+
+def needs_stripe_intent(status: kopf.Status, **_: object) -> bool:
+    """kopf's filter for the creation handler: only a payment without a Stripe intent needs one."""
+    return not PaymentIntent.parse({"status": status}).stripe_id
 
 
 async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int) -> None:
@@ -85,13 +90,13 @@ async def step(rt: Runtime, body: kopf.Body, pi: PaymentIntent, state: LoopState
         await _announce_pause(rt, body, pi, not state.paused)
         state.paused = not state.paused
         # Webhooks applied while paused are in status already; what Stripe did meanwhile may not be.
-        state.resync = not state.paused
+        state.resync = None if state.paused else Resync.RESUME
     if state.paused:
         return False
     state.phase = _announce_transition(body, pi, state.phase)
     if state.resync and not pi.status.final:
-        await resync(rt, pi)
-    state.resync = False
+        await resync(rt, pi, state.resync)
+    state.resync = None
     await _follow_spec(rt, body, pi)
     state.published = await downstream.sync(pi, rt.store, rt.publisher, rt.kube, rt.settings, state.published)
     return True

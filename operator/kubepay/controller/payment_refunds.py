@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from kubepay.controller.reconcile import Kind, LoopState, resync
+from kubepay.controller.reconcile import Kind, LoopState, Resync, resync
 from kubepay.controller.runtime import Runtime
 from kubepay.kube import k8s_events
 from kubepay.kube.client import NotFound
@@ -30,6 +30,12 @@ async def parent_of(rt: Runtime, refund: PaymentRefund) -> PaymentIntent | None:
     except NotFound:
         return None
     return PaymentIntent.parse(body)
+
+
+def needs_stripe_refund(status: kopf.Status, **_: object) -> bool:
+    """kopf's filter for the creation handler: a refund neither in Stripe nor refused for good yet."""
+    refund = PaymentRefund.parse({"status": status})
+    return not refund.stripe_id and refund.status.phase is not RefundPhase.FAILED
 
 
 async def ensure_stripe_refund(rt: Runtime, body: kopf.Body, refund: PaymentRefund) -> None:
@@ -75,15 +81,15 @@ async def _refuse(rt: Runtime, body: kopf.Body, refund: PaymentRefund, reason: s
 async def step(rt: Runtime, body: kopf.Body, refund: PaymentRefund, state: LoopState) -> bool:
     """One reconcile step: resync when idle, refresh the parent on a transition, mirror downstream."""
     if state.resync:
-        await resync(rt, refund)
-        state.resync = False
+        await resync(rt, refund, state.resync)
+        state.resync = None
     parent = await parent_of(rt, refund)
     if parent is None:
         return True
     phase = refund.status.phase
     if phase and phase != state.phase:
         # Stripe's charge knows the refunded total: the parent's status (and the phase it implies) follows.
-        await resync(rt, parent)
+        await resync(rt, parent, Resync.REFUND)
         k8s_events.post(body, phase is RefundPhase.FAILED, f"Refund{phase.value}",
                         f"The refund's phase changed from {state.phase} to {phase}" if state.phase
                         else f"The refund's phase is {phase}")

@@ -1,7 +1,10 @@
-"""The loop each resource's daemon runs, for both kinds: one step per change, backoff on outages, a timer when idle.
+"""The loop each unfinished resource's daemon runs, for both kinds: one step per change, backoff on outages,
+a Stripe read when idle; and the single step a finished resource gets when it changes.
 
-A kind supplies only its step (`Follower.step`); the loop's state is a named structure (`LoopState`),
-the retry policy is `kubepay.retry`'s, and a write refused for good is reported once, not retried.
+A kind supplies only its step (`Kind.step`); the state steps share is a named structure (`LoopState`)
+kept in the object's memo, so a finished resource needs no daemon (no task, no timer) at all and its
+rare changes (a refund) are mirrored by one step from the watch-event handler. The retry policy is
+`kubepay.retry`'s, and a write refused for good is reported once, not retried.
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Generic, NoReturn, TypeVar
 
 import kopf
@@ -20,6 +25,7 @@ from kubepay.controller import refusals
 from kubepay.controller.refusals import REFUSED, Refused
 from kubepay.controller.runtime import Runtime
 from kubepay.kube.status_writer import apply_observation
+from kubepay.mirror import downstream
 from kubepay.model.observations import Observation, observe_intent, observe_refund
 from kubepay.model.resources import PaymentIntent, Resource
 from kubepay.retry import RETRYABLE, backoff, jittered
@@ -34,14 +40,25 @@ Step = Callable[[], Awaitable[float | None]]
 R = TypeVar("R", bound=Resource)
 
 
+class Resync(Enum):
+    """Why a step reads Stripe: catching up (at start, when idle) may wait and may skip a recently settled
+    resource; a resume always reads; following a refund is urgent."""
+
+    CATCH_UP = "catch-up"
+    RESUME = "resume"
+    REFUND = "refund"
+
+
 @dataclass
 class LoopState:
-    """What a resource's daemon remembers between steps."""
+    """What the steps of one resource remember between them (in the object's memo)."""
 
     phase: str | None  # the last phase announced in a k8s event
-    resync: bool  # read Stripe at the next step: webhooks may have been lost
+    resync: Resync | None  # read Stripe at the next step: webhooks may have been lost
     paused: bool = False
     published: list[str] = field(default_factory=list)  # the watermark this process wrote, maybe not echoed yet
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one step at a time: daemon or event handler
+    signal: asyncio.Event = field(default_factory=asyncio.Event)  # set on every change
 
 
 @dataclass(frozen=True)
@@ -53,35 +70,63 @@ class Kind(Generic[R]):
     step: Callable[[Runtime, kopf.Body, R, LoopState], Awaitable[bool]]
     resync_at_start: bool
 
+    def unfinished(self, status: Mapping[str, Any], **_: Any) -> bool:
+        """kopf's daemon filter: only an unfinished resource has a daemon."""
+        return not self.parse({"status": status}).status.final
+
 
 def runtime(memo: kopf.Memo) -> Runtime:
     rt: Runtime = memo["runtime"]
     return rt
 
 
-def wake_event(memo: kopf.Memo) -> asyncio.Event:
-    """One per resource: the watch-event handler sets it, the resource's daemon waits on it."""
-    event: asyncio.Event | None = memo.get("wake")
-    if event is None:
-        event = memo["wake"] = asyncio.Event()
-    return event
+def loop_state(kind: Kind[R], body: kopf.Body, memo: kopf.Memo) -> LoopState:
+    """The object's LoopState, made at the first event this process sees for it."""
+    state: LoopState | None = memo.get("loop")
+    if state is None:
+        state = memo["loop"] = LoopState(phase=(body.get("status") or {}).get("phase"),
+                                         resync=Resync.CATCH_UP if kind.resync_at_start else None)
+    return state
+
+
+async def wake(kind: Kind[R], body: kopf.Body, memo: kopf.Memo, logger: Logger) -> None:
+    """On every watch event: wake the daemon; a finished resource (no daemon) gets its one step here."""
+    if kind.unfinished(body.get("status") or {}):
+        loop_state(kind, body, memo).signal.set()
+        return
+    if "loop" not in memo and downstream.settled(kind.parse(body)):
+        return  # finished and mirrored before (a restart lists it): nothing to do, nothing kept
+    state = loop_state(kind, body, memo)
+    rt = runtime(memo)
+    try:
+        await _step(kind, rt, body, state)
+    except REFUSED as exc:
+        await refusals.report(rt.kube, kind.plural, body, exc)
+    except RETRYABLE as exc:  # kopf retries event handlers on its own only with errors: it is the next change
+        logger.warning("mirroring a finished %s failed, retried at its next change or restart: %s", kind.plural,
+                       exc)
+
+
+async def _step(kind: Kind[R], rt: Runtime, body: kopf.Body, state: LoopState) -> R | None:
+    """One step on a snapshot of the body; the resource, or None when it is left alone (paused)."""
+    async with state.lock:
+        resource = kind.parse(copy.deepcopy(dict(body)))
+        return resource if await kind.step(rt, body, resource, state) else None
 
 
 async def follow(kind: Kind[R], body: kopf.Body, memo: kopf.Memo, logger: Logger) -> NoReturn:
-    """Per resource, for its lifetime: run the kind's step after every change, resync Stripe when idle."""
+    """Per unfinished resource, until it finishes: the kind's step after every change, Stripe read when idle."""
     rt = runtime(memo)
-    state = LoopState(phase=(body.get("status") or {}).get("phase"), resync=kind.resync_at_start)
+    state = loop_state(kind, body, memo)
 
     async def step() -> float | None:
-        resource = kind.parse(copy.deepcopy(dict(body)))
-        if not await kind.step(rt, body, resource, state):
-            return None
-        return None if resource.status.final else jittered(rt.settings.resync_seconds)
+        resource = await _step(kind, rt, body, state)
+        return None if resource is None or resource.status.final else jittered(rt.settings.resync_seconds)
 
     async def refused(exc: Refused) -> None:
         await refusals.report(rt.kube, kind.plural, body, exc)
 
-    await reconcile_forever(wake_event(memo), step, lambda: setattr(state, "resync", True), refused, logger)
+    await reconcile_forever(state.signal, step, lambda: setattr(state, "resync", Resync.CATCH_UP), refused, logger)
 
 
 async def reconcile_forever(signal: asyncio.Event, step: Step, on_idle: Callable[[], None],
@@ -123,20 +168,30 @@ async def reconcile_forever(signal: asyncio.Event, step: Step, on_idle: Callable
             on_idle()
 
 
-async def read_stripe(gateway: StripeGateway, resource: Resource, stripe_id: str) -> Observation:
+async def read_stripe(gateway: StripeGateway, resource: Resource, stripe_id: str, background: bool) -> Observation:
     """Stripe's object for the resource, as it is now."""
     if isinstance(resource, PaymentIntent):
-        return observe_intent(await gateway.retrieve_intent(stripe_id))
-    return observe_refund(await gateway.retrieve_refund(stripe_id))
+        return observe_intent(await gateway.retrieve_intent(stripe_id, background))
+    return observe_refund(await gateway.retrieve_refund(stripe_id, background))
 
 
-async def resync(rt: Runtime, resource: Resource) -> bool:
-    """Read Stripe and repair status (webhooks get lost); whether status changed. Outages propagate."""
-    if not resource.stripe_id:
+def recently_settled(rt: Runtime, resource: Resource) -> bool:
+    """kubepay wrote what Stripe said (a webhook, a read) less than a resync period ago: no need to read."""
+    synced = resource.last_synced_at
+    return synced is not None and time.time() - synced < rt.settings.resync_seconds
+
+
+async def resync(rt: Runtime, resource: Resource, why: Resync) -> bool:
+    """Read Stripe and repair status (webhooks get lost); whether status changed. Outages propagate.
+
+    Catching up reads in the background share of the Stripe budget (new work goes first) and skips
+    resources a webhook settled recently; a resume reads in the background too; following a refund is urgent.
+    """
+    if not resource.stripe_id or (why is Resync.CATCH_UP and recently_settled(rt, resource)):
         return False
     about = logs.about(resource.meta.about(), resource.kind)
     try:
-        obs = await read_stripe(rt.gateway, resource, resource.stripe_id)
+        obs = await read_stripe(rt.gateway, resource, resource.stripe_id, background=why is not Resync.REFUND)
     except StripeRejected as exc:
         log.warning("resync of %s failed: %s", resource.stripe_id, exc, extra=about)
         return False

@@ -1,6 +1,8 @@
 """Every kopf registration of the controller, in one place; each handler is thin and delegates.
 
 Handler ids are part of what kopf stores on each object (progress annotations), so they never change.
+The creation handlers are filtered (`when=`): after a restart, kopf does no work at all for the thousands of
+payments that already have their Stripe object, so a new payment is not queued behind them.
 The error policy (`refusals.error_policy`) is applied here, once per handler that needs it.
 """
 
@@ -67,22 +69,27 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PAYMENT_INTENTS)
+async def changed_intent(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
+    """Any change wakes the daemon; a finished payment (no daemon) is mirrored here."""
+    await reconcile.wake(payment_intents.KIND, body, memo, logger)
+
+
 @kopf.on.event(GROUP, VERSION, PAYMENT_REFUNDS)
-async def wake(memo: kopf.Memo, **_: Any) -> None:
-    """Any change to a resource wakes its daemon."""
-    reconcile.wake_event(memo).set()
+async def changed_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
+    await reconcile.wake(payment_refunds.KIND, body, memo, logger)
 
 
 # --- PaymentIntent ------------------------------------------------------------------------------------
 
-@kopf.on.resume(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
-@kopf.on.create(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent")
+@kopf.on.resume(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent", when=payment_intents.needs_stripe_intent)
+@kopf.on.create(GROUP, VERSION, PAYMENT_INTENTS, id="stripe-intent", when=payment_intents.needs_stripe_intent)
 @error_policy(PAYMENT_INTENTS)
 async def ensure_stripe_intent(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     await payment_intents.ensure_stripe_intent(runtime(memo), body, PaymentIntent.parse(body), retry)
 
 
-@kopf.daemon(GROUP, VERSION, PAYMENT_INTENTS, id="mirror", cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, PAYMENT_INTENTS, id="mirror", cancellation_timeout=10,
+             when=payment_intents.KIND.unfinished)
 async def follow_intent(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> NoReturn:
     await reconcile.follow(payment_intents.KIND, body, memo, logger)
 
@@ -95,14 +102,15 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> No
 
 # --- PaymentRefund ------------------------------------------------------------------------------------
 
-@kopf.on.resume(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
-@kopf.on.create(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund")
+@kopf.on.resume(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund", when=payment_refunds.needs_stripe_refund)
+@kopf.on.create(GROUP, VERSION, PAYMENT_REFUNDS, id="stripe-refund", when=payment_refunds.needs_stripe_refund)
 @error_policy(PAYMENT_REFUNDS)
 async def ensure_stripe_refund(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await payment_refunds.ensure_stripe_refund(runtime(memo), body, PaymentRefund.parse(body))
 
 
-@kopf.daemon(GROUP, VERSION, PAYMENT_REFUNDS, id="mirror-refund", cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, PAYMENT_REFUNDS, id="mirror-refund", cancellation_timeout=10,
+             when=payment_refunds.KIND.unfinished)
 async def follow_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> NoReturn:
     await reconcile.follow(payment_refunds.KIND, body, memo, logger)
 

@@ -37,7 +37,8 @@ class Runtime:
             raise
         return cls(
             settings=settings,
-            gateway=StripeGateway(settings.stripe_secret_key, settings.stripe_api_base, settings.stripe_rate_limit),
+            gateway=StripeGateway(settings.stripe_secret_key, settings.stripe_api_base, settings.stripe_rate_limit,
+                                  settings.stripe_background_share),
             store=store,
             publisher=publisher,
             kube=kube,

@@ -6,6 +6,7 @@ records what was sent, so a restart republishes at most, never loses.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,19 +112,50 @@ def _refund_plan(refund: PaymentRefund, parent: PaymentIntent | None, published:
                                                                   settings.source)]})
 
 
+def digest(resource: Resource) -> str:
+    """What the resource's row is made of, as a short digest: the row is written again only when it changes.
+
+    A refund's row takes its other fields from the parent's identity and currency, which never change.
+    """
+    if isinstance(resource, PaymentIntent):
+        phase = resource.status.phase
+        made_of: object = row_of(resource, phase) if phase else None
+    else:
+        made_of = (resource.status.phase, resource.status.amount, resource.stripe_id, resource.status.failure,
+                   resource.spec.reason)
+    return hashlib.sha256(repr(made_of).encode()).hexdigest()[:16]
+
+
+def settled(resource: Resource) -> bool:
+    """The row holds what status says and every milestone it implies is published: nothing to do."""
+    if resource.status.mirrored != digest(resource):
+        return False
+    if isinstance(resource, PaymentRefund):
+        return resource.status.phase is not RefundPhase.SUCCEEDED or messages.REFUNDED in resource.status.published
+    phase = resource.status.phase
+    return phase is None or not messages.due(phase, resource.status.published)
+
+
 def _published(resource: Resource, known: Sequence[str]) -> list[str]:
     """What status says was published, plus what this process published and may not see echoed yet."""
     return list(dict.fromkeys([*resource.status.published, *known]))
 
 
-async def _record_published(kube: KubeClient, resource: Resource, published: list[str],
-                            new: list[str]) -> list[str]:
-    """The watermark: only the controller writes `published`, one daemon per resource, so no precondition."""
+async def _record(kube: KubeClient, resource: Resource, published: list[str], new: list[str],
+                  mirrored: str | None) -> list[str]:
+    """The watermark and the row's digest: only the controller writes them, one step at a time per resource,
+    so no precondition."""
     meta = resource.meta
-    published = published + new
-    await kube.patch_status(resource.plural, meta.namespace, meta.name, {"published": published}, None)
-    log.info("published %s for %s/%s", ",".join(new), meta.namespace, meta.name,
-             extra=logs.about(meta.about(), resource.kind))
+    patch: dict[str, object] = {}
+    if new:
+        published = published + new
+        patch["published"] = published
+    if mirrored:
+        patch["mirrored"] = mirrored
+    await kube.patch_status(resource.plural, meta.namespace, meta.name, patch, None)
+    if new:
+        log.info("published %s for %s/%s", ",".join(new), meta.namespace, meta.name,
+                 extra=logs.about(meta.about(), resource.kind))
     return published
 
 
@@ -147,10 +179,15 @@ async def sync(
     if plan is None:
         return published
     refused: list[Exception] = []  # a row or message refused for good does not hold back the others
-    try:
-        await store.rows.upsert(plan.row)
-    except StoreRejected as exc:
-        refused.append(exc)
+    mirrored: str | None = digest(resource)
+    if mirrored == resource.status.mirrored:
+        mirrored = None  # the row holds this already
+    else:
+        try:
+            await store.rows.upsert(plan.row)
+        except StoreRejected as exc:
+            refused.append(exc)
+            mirrored = None
     sent: list[str] = []
     for milestone, batch in plan.milestones.items():
         try:
@@ -159,8 +196,8 @@ async def sync(
             refused.append(exc)
             continue
         sent.append(milestone)
-    if sent:
-        published = await _record_published(kube, resource, published, sent)
+    if sent or mirrored:
+        published = await _record(kube, resource, published, sent, mirrored)
     if refused:
         raise refused[0]
     return published

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from kubepay.model.phases import Phase, RefundPhase
@@ -33,6 +34,16 @@ def _opt_int(value: Any) -> int | None:
 
 def _opt_str(value: Any) -> str | None:
     return str(value) if value else None
+
+
+def _epoch(value: Any) -> float | None:
+    """An RFC 3339 time kubepay wrote (`...Z`), as seconds since the epoch."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _secret_ref(ref: Mapping[str, Any] | None) -> tuple[str, str] | None:
@@ -129,6 +140,7 @@ class StripeIntent:
     last_event_created: int = 0
     amount: int | None = None
     payment_method: str | None = None
+    last_synced_at: float | None = None  # when kubepay last wrote what Stripe said (webhook or read)
 
     @classmethod
     def parse(cls, block: Mapping[str, Any] | None) -> StripeIntent:
@@ -140,6 +152,7 @@ class StripeIntent:
             last_event_created=_int(block.get("lastEventCreated")),
             amount=_opt_int(block.get("amount")),
             payment_method=_opt_str(block.get("paymentMethod")),
+            last_synced_at=_epoch(block.get("lastSyncedAt")),
         )
 
 
@@ -154,6 +167,7 @@ class Progress(Generic[P]):
     failure: Failure | None = None
     conditions: Conditions = field(default_factory=list)
     published: tuple[str, ...] = ()
+    mirrored: str | None = None  # the digest of what the row holds (mirror.downstream)
 
     @property
     def final(self) -> bool:
@@ -164,7 +178,8 @@ class Progress(Generic[P]):
         return {"phase": phases(status["phase"]) if status.get("phase") else None,
                 "failure": Failure.parse(status.get("failure")),
                 "conditions": list(status.get("conditions") or []),
-                "published": tuple(status.get("published") or ())}
+                "published": tuple(status.get("published") or ()),
+                "mirrored": _opt_str(status.get("mirrored"))}
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,10 @@ class PaymentIntent(KubepayObject[IntentSpec, IntentStatus]):
     def stripe_id(self) -> str | None:
         return self.status.stripe.payment_intent_id
 
+    @property
+    def last_synced_at(self) -> float | None:
+        return self.status.stripe.last_synced_at
+
 
 @dataclass(frozen=True)
 class RefundSpec:
@@ -246,13 +265,14 @@ class StripeRefund:
     status: str | None = None
     last_event_id: str | None = None
     last_event_created: int = 0
+    last_synced_at: float | None = None
 
     @classmethod
     def parse(cls, block: Mapping[str, Any] | None) -> StripeRefund:
         block = block or {}
         return cls(_opt_str(block.get("refundId")), _opt_str(block.get("paymentIntentId")),
                    _opt_str(block.get("status")), _opt_str(block.get("lastEventId")),
-                   _int(block.get("lastEventCreated")))
+                   _int(block.get("lastEventCreated")), _epoch(block.get("lastSyncedAt")))
 
 
 @dataclass(frozen=True)
@@ -281,6 +301,10 @@ class PaymentRefund(KubepayObject[RefundSpec, RefundStatus]):
     @property
     def stripe_id(self) -> str | None:
         return self.status.stripe.refund_id
+
+    @property
+    def last_synced_at(self) -> float | None:
+        return self.status.stripe.last_synced_at
 
 
 Resource = PaymentIntent | PaymentRefund

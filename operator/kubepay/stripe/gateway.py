@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import stripe
 
 from kubepay import __version__, metrics
-from kubepay.stripe.rate_limit import TokenBucket
+from kubepay.stripe.rate_limit import StripeBudget
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,7 +61,8 @@ class StripeUnavailable(Exception):
 class StripeGateway:
     """The Stripe operations kubepay performs, as plain dicts."""
 
-    def __init__(self, api_key: str, api_base: str | None = None, rate_limit: float = 20.0) -> None:
+    def __init__(self, api_key: str, api_base: str | None = None, rate_limit: float = 20.0,
+                 background_share: float = 0.5) -> None:
         self._http = stripe.AIOHTTPClient(timeout=30)
         stripe.set_app_info("kubepay", version=__version__)
         self._client = stripe.StripeClient(
@@ -71,17 +72,20 @@ class StripeGateway:
             max_network_retries=0,  # retried in _call, so that every attempt goes through the rate limiter
             http_client=self._http,
         )
-        self._bucket = TokenBucket(rate_limit)
-        log.info("Stripe API version %s (stripe-python %s), at most %g requests/s", STRIPE_API_VERSION,
-                 stripe.VERSION, rate_limit)
+        self._budget = StripeBudget(rate_limit, background_share)
+        log.info("Stripe API version %s (stripe-python %s), at most %g requests/s (%g%% for background reads)",
+                 STRIPE_API_VERSION, stripe.VERSION, rate_limit, background_share * 100)
 
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
-    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """One Stripe call; transient failures are retried here, each attempt taking a token from the bucket."""
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]], background: bool = False) -> T:
+        """One Stripe call; transient failures are retried here, each attempt taking a token from the budget.
+
+        `background`: a read that may wait (a resync, the backfill); it never delays urgent work.
+        """
         for attempt in range(1, ATTEMPTS + 1):
-            await self._bucket.acquire()
+            await self._budget.acquire(background)
             try:
                 result = await fn()
             except stripe.StripeError as exc:
@@ -99,7 +103,7 @@ class StripeGateway:
         if isinstance(exc, stripe.RateLimitError):
             metrics.STRIPE_REQUESTS.labels(operation, "rate_limited").inc()
             wait = _retry_after(exc)
-            self._bucket.pause(wait)  # everyone backs off, not just this caller
+            self._budget.pause(wait)  # everyone backs off, not just this caller
             return StripeUnavailable("Stripe rate limit reached", wait)
         transient = isinstance(exc, stripe.APIConnectionError | stripe.APIError) or status >= 500 or (
             status == 409 and not isinstance(exc, stripe.IdempotencyError))
@@ -114,18 +118,19 @@ class StripeGateway:
             decline_code=str(getattr(error, "decline_code", None) or ""),
         )
 
-    async def _object(self, operation: str, fn: Callable[[], Awaitable[stripe.StripeObject]]) -> dict[str, Any]:
-        return (await self._call(operation, fn)).to_dict()
+    async def _object(self, operation: str, fn: Callable[[], Awaitable[stripe.StripeObject]],
+                      background: bool = False) -> dict[str, Any]:
+        return (await self._call(operation, fn, background)).to_dict()
 
     async def create_intent(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         intents, options = self._client.v1.payment_intents, {"idempotency_key": idempotency_key}
         return await self._object("create_intent", lambda: intents.create_async(params, options))  # type: ignore[arg-type]
 
-    async def retrieve_intent(self, intent_id: str) -> dict[str, Any]:
+    async def retrieve_intent(self, intent_id: str, background: bool = False) -> dict[str, Any]:
         """With the latest charge expanded, so refunds are visible."""
         intents = self._client.v1.payment_intents
         return await self._object("retrieve_intent",
-                                  lambda: intents.retrieve_async(intent_id, {"expand": ["latest_charge"]}))
+                                  lambda: intents.retrieve_async(intent_id, {"expand": ["latest_charge"]}), background)
 
     async def update_intent(self, intent_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         intents, options = self._client.v1.payment_intents, {"idempotency_key": idempotency_key}
@@ -147,8 +152,9 @@ class StripeGateway:
         refunds, options = self._client.v1.refunds, {"idempotency_key": idempotency_key}
         return await self._object("create_refund", lambda: refunds.create_async(params, options))  # type: ignore[arg-type]
 
-    async def retrieve_refund(self, refund_id: str) -> dict[str, Any]:
-        return await self._object("retrieve_refund", lambda: self._client.v1.refunds.retrieve_async(refund_id))
+    async def retrieve_refund(self, refund_id: str, background: bool = False) -> dict[str, Any]:
+        refunds = self._client.v1.refunds
+        return await self._object("retrieve_refund", lambda: refunds.retrieve_async(refund_id), background)
 
     async def events_since(self, created_gte: int, types: frozenset[str]) -> AsyncIterator[dict[str, Any]]:
         """Stripe's Events API, newest first, filtered here by type; callers must not depend on order."""
@@ -157,7 +163,8 @@ class StripeGateway:
             params: dict[str, Any] = {"created": {"gte": created_gte}, "limit": 100}
             if starting_after:
                 params["starting_after"] = starting_after
-            page = await self._call("list_events", functools.partial(self._client.v1.events.list_async, params))  # type: ignore[arg-type]
+            listing = functools.partial(self._client.v1.events.list_async, params)  # type: ignore[arg-type]
+            page = await self._call("list_events", listing, background=True)
             for event in page.data:
                 if event.type in types:
                     yield event.to_dict()

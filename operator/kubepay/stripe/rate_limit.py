@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 # Refilling by elapsed time * rate leaves float dust (0.9999999999999998 tokens): that is a token.
 _EPSILON = 1e-9
@@ -54,3 +55,29 @@ class TokenBucket:
         """Drain the bucket after a 429 so every caller backs off together for `seconds` from now."""
         self._refill()  # else the time since the last acquire would be credited after the pause
         self._tokens = min(self._tokens, 0.0) - seconds * self._rate
+
+
+class StripeBudget:
+    """Stripe's rate limit shared by urgent work and background reads, so background never starves urgent work.
+
+    Urgent requests (creating, changing or canceling a payment, a new refund) take a token from the one
+    bucket at the full rate. Background requests (catch-up and periodic resync reads, the Events API
+    backfill) first take a token from a second bucket at `background_share` of the rate, so together they
+    never hold more than that share of any second, and an urgent request waits behind at most one of them.
+    """
+
+    def __init__(self, rate: float, background_share: float = 0.5, **bucket: Any) -> None:
+        if not 0 < background_share <= 1:
+            raise ValueError(f"need 0 < background_share <= 1, got {background_share}")
+        self.rate = rate
+        self._all = TokenBucket(rate, **bucket)
+        self._background = TokenBucket(rate * background_share, **bucket)
+
+    async def acquire(self, background: bool = False) -> None:
+        if background:
+            await self._background.acquire()
+        await self._all.acquire()
+
+    def pause(self, seconds: float) -> None:
+        """After a 429 every caller backs off together."""
+        self._all.pause(seconds)
