@@ -14,7 +14,7 @@ from kubepay.controller.reconcile import LoopState, Resync
 from kubepay.kube.client import Invalid, KubeUnavailable
 from kubepay.mirror.publisher import PublishFailed, PublishRejected
 from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, PaymentIntent, PaymentRefund
-from kubepay.postgres import StoreRejected
+from kubepay.postgres import StoreRejected, StoreUnavailable
 from tests.unit.fakes import World, k8s_events
 
 SPEC = {"orderId": "1111", "amount": 1200, "currency": "usd"}
@@ -174,7 +174,7 @@ async def _run_until(steps: _Steps, calls: int, refused: list[Any]) -> None:
     async def on_refused(exc: Any) -> None:
         refused.append(exc)
 
-    loop = asyncio.create_task(reconcile.reconcile_forever(signal, steps, lambda: None, on_refused,
+    loop = asyncio.create_task(reconcile.reconcile(signal, steps, lambda: None, on_refused,
                                                            reconcile.log))
     try:
         async with asyncio.timeout(10):
@@ -264,3 +264,23 @@ async def test_the_row_is_written_only_when_it_changes_and_a_finished_payment_co
                                       logger=reconcile.log)
     assert (len(world.kube.status_writes), upserts, "loop" in memo) == (writes, [], False)
     assert [row.status for row in rows.values()] == ["succeeded"]
+
+
+async def test_a_finished_payments_change_is_retried_through_an_outage_not_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile, "backoff", lambda retry: 0.0)
+    world = World()
+    with k8s_events():
+        await _created(world)
+        _succeed(world)
+        state = LoopState(phase=None, resync=Resync.CATCH_UP)
+        await _intent_step(world, state)
+        await _intent_step(world, state)
+        await world.kube.patch_status(PAYMENT_INTENTS, "shop", "order-1",
+                                      {"phase": "PartiallyRefunded", "amountRefunded": 300}, None)
+        world.store.rows.fail_next("upsert", StoreUnavailable("PostgreSQL unreachable"),
+                                   StoreUnavailable("PostgreSQL unreachable"))
+        await registry.changed_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)),
+                                      memo=kopf.Memo(runtime=world.runtime), logger=reconcile.log)
+    assert [(row.status, row.amount_refunded) for row in world.store.rows.payments.values()] == [
+        ("partially_refunded", 300)]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Generic, TypeVar
 
 import kopf
 
@@ -98,13 +98,16 @@ async def wake(kind: Kind[R], body: kopf.Body, memo: kopf.Memo, logger: Logger) 
         return  # finished and mirrored before (a restart lists it): nothing to do, nothing kept
     state = loop_state(kind, body, memo)
     rt = runtime(memo)
-    try:
+
+    async def step() -> None:
         await _step(kind, rt, body, state)
-    except REFUSED as exc:
+
+    async def refused(exc: Refused) -> None:
         await refusals.report(rt.kube, kind.plural, body, exc)
-    except RETRYABLE as exc:  # kopf retries event handlers on its own only with errors: it is the next change
-        logger.warning("mirroring a finished %s failed, retried at its next change or restart: %s", kind.plural,
-                       exc)
+
+    # kopf does not retry watch-event handlers: an outage is waited out here (this object's later events
+    # queue behind it, and kopf hands over only the newest).
+    await reconcile(state.signal, step, lambda: None, refused, logger, once=True)
 
 
 async def _step(kind: Kind[R], rt: Runtime, body: kopf.Body, state: LoopState) -> R | None:
@@ -114,7 +117,7 @@ async def _step(kind: Kind[R], rt: Runtime, body: kopf.Body, state: LoopState) -
         return resource if await kind.step(rt, body, resource, state) else None
 
 
-async def follow(kind: Kind[R], body: kopf.Body, memo: kopf.Memo, logger: Logger) -> NoReturn:
+async def follow(kind: Kind[R], body: kopf.Body, memo: kopf.Memo, logger: Logger) -> None:
     """Per unfinished resource, until it finishes: the kind's step after every change, Stripe read when idle."""
     rt = runtime(memo)
     state = loop_state(kind, body, memo)
@@ -126,16 +129,17 @@ async def follow(kind: Kind[R], body: kopf.Body, memo: kopf.Memo, logger: Logger
     async def refused(exc: Refused) -> None:
         await refusals.report(rt.kube, kind.plural, body, exc)
 
-    await reconcile_forever(state.signal, step, lambda: setattr(state, "resync", Resync.CATCH_UP), refused, logger)
+    await reconcile(state.signal, step, lambda: setattr(state, "resync", Resync.CATCH_UP), refused, logger)
 
 
-async def reconcile_forever(signal: asyncio.Event, step: Step, on_idle: Callable[[], None],
-                            on_refused: Callable[[Refused], Awaitable[None]], logger: Logger) -> NoReturn:
+async def reconcile(signal: asyncio.Event, step: Step, on_idle: Callable[[], None],
+                    on_refused: Callable[[Refused], Awaitable[None]], logger: Logger, once: bool = False) -> None:
     """Run `step` after every change; retry outages with backoff; call `on_idle` when a timer expires.
 
     A write refused for good (refusals.REFUSED) is not retried: `on_refused` reports it (once per
     message) and the loop waits for the next change. kopf cancels the task when the resource goes away; a step
-    interrupted there is simply repeated by the next process, since every step is idempotent.
+    interrupted there is simply repeated by the next process, since every step is idempotent. `once`: return
+    after the first step that succeeds or is refused (a finished resource's single step).
     """
     reported: str | None = None
 
@@ -162,6 +166,8 @@ async def reconcile_forever(signal: asyncio.Event, step: Step, on_idle: Callable
             logger.warning("reconciling failed, retrying: %s", exc)
             await asyncio.sleep(backoff(failures))
             continue
+        if once:
+            return
         try:
             await asyncio.wait_for(signal.wait(), timeout=idle)
         except TimeoutError:

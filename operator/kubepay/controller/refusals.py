@@ -3,7 +3,7 @@
 Refused for good: the Kubernetes API server's 422 (Invalid), PostgreSQL refusing a row's data
 (StoreRejected), Kafka refusing a message (PublishRejected). Repeating the same write cannot succeed, so
 nothing retries it: kopf handlers stop (`error_policy`), the per-resource daemons wait for the next
-change (`reconcile.reconcile_forever`). Both report here.
+change (`reconcile.reconcile`). Both report here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The error policy (`refusals.error_policy`) is applied here, once per handler tha
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NoReturn
+from typing import Any
 
 import kopf
 import prometheus_client
@@ -90,7 +90,7 @@ async def ensure_stripe_intent(body: kopf.Body, memo: kopf.Memo, retry: int, **_
 
 @kopf.daemon(GROUP, VERSION, PAYMENT_INTENTS, id="mirror", cancellation_timeout=10,
              when=payment_intents.KIND.unfinished)
-async def follow_intent(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> NoReturn:
+async def follow_intent(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
     await reconcile.follow(payment_intents.KIND, body, memo, logger)
 
 
@@ -111,7 +111,7 @@ async def ensure_stripe_refund(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 
 @kopf.daemon(GROUP, VERSION, PAYMENT_REFUNDS, id="mirror-refund", cancellation_timeout=10,
              when=payment_refunds.KIND.unfinished)
-async def follow_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> NoReturn:
+async def follow_refund(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
     await reconcile.follow(payment_refunds.KIND, body, memo, logger)
 
 
