@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 import pytest
 
-from kubepay.controller import registry
+from kubepay.controller import reconcile, registry
 from kubepay.kube.client import Invalid, KubeUnavailable
 from kubepay.model.resources import PAYMENT_INTENTS
 from kubepay.stripe.gateway import StripeRejected, StripeUnavailable
@@ -112,22 +112,30 @@ async def test_a_paused_payment_is_not_sent_to_stripe() -> None:
     assert world.stripe.calls == []
 
 
-async def _finalize(world: World, retry: int = 0) -> None:
+async def _finalize(world: World, retry: int = 0, memo: kopf.Memo | None = None) -> None:
     body = world.kube.body(PAYMENT_INTENTS)
-    await registry.finalize(body=kopf.Body(body), memo=kopf.Memo(runtime=world.runtime), retry=retry)
+    await registry.finalize(body=kopf.Body(body), memo=memo or kopf.Memo(runtime=world.runtime), retry=retry)
 
 
 async def test_deletion_cancels_a_cancelable_intent_and_mirrors_it() -> None:
     world = World()
+    memo = kopf.Memo(runtime=world.runtime)
     with k8s_events() as posted:
         await _create(world, world.kube.add(PAYMENT_INTENTS, SPEC))
-        await _finalize(world)
+        await _finalize(world, memo=memo)
+        # The watch event of the cancellation, from before the finalizer's watermark was written: it is
+        # a finished payment's step now, and must not publish `canceled` a second time.
+        body = world.kube.body(PAYMENT_INTENTS)
+        body["status"]["published"] = ["initiated"]
+        await registry.changed_intent(body=kopf.Body(body), memo=memo, logger=reconcile.log)
     status = world.kube.status(PAYMENT_INTENTS)
     assert world.stripe.intents["pi_1"]["status"] == "canceled"
     assert status["phase"] == "Canceled"
     assert [row.status for row in world.store.rows.payments.values()] == ["canceled"]
     assert world.publisher.topics() == ["payments.initiated", "payments.canceled", "orders.status"]
-    assert posted.reasons() == ["StripeIntentCreated", "Canceled"]
+    # The finalizer's event, then the phase's (the finished payment's step announces its transition).
+    assert [event.message for event in posted.all][1:] == [
+        "Canceled Stripe PaymentIntent pi_1.", "The phase changed from Pending to Canceled (Stripe: canceled)."]
 
 
 async def test_deletion_with_orphan_policy_leaves_stripe_alone() -> None:

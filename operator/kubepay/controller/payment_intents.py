@@ -142,8 +142,12 @@ async def _follow_spec(rt: Runtime, body: kopf.Body, pi: PaymentIntent) -> None:
         k8s_events.info(body, "SpecApplied", done)
 
 
-async def finalize(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int) -> None:
-    """Cancel a still-cancelable Stripe intent (deletionPolicy Cancel) and mirror the outcome."""
+async def finalize(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int, state: LoopState) -> None:
+    """Cancel a still-cancelable Stripe intent (deletionPolicy Cancel) and mirror the outcome.
+
+    The mirror step shares the resource's LoopState (its lock and what it published) with the watch-event
+    step the cancellation also triggers, so the canceled milestone is published once.
+    """
     intent_id = pi.stripe_id
     if not intent_id or pi.status.final:
         return
@@ -157,8 +161,10 @@ async def finalize(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int) 
             intent = await rt.gateway.cancel_intent(intent_id, identity.cancel_idempotency_key(meta.uid))
             k8s_events.info(body, "Canceled", f"Canceled Stripe PaymentIntent {intent_id}")
         await apply_observation(rt.kube, PAYMENT_INTENTS, meta, observe_intent(intent))
-        fresh = await rt.kube.get_custom(PAYMENT_INTENTS, meta.namespace, meta.name)
-        await downstream.sync(PaymentIntent.parse(fresh), rt.store, rt.publisher, rt.kube, rt.settings)
+        async with state.lock:
+            fresh = PaymentIntent.parse(await rt.kube.get_custom(PAYMENT_INTENTS, meta.namespace, meta.name))
+            state.published = await downstream.sync(fresh, rt.store, rt.publisher, rt.kube, rt.settings,
+                                                    state.published)
     except (StripeRejected, *RETRYABLE) as exc:
         if retry + 1 >= FINALIZER_MAX_TRIES:
             k8s_events.warn(body, "CancelFailed", f"Gave up after {retry + 1} tries; Stripe PaymentIntent "

@@ -97,7 +97,8 @@ async def follow_intent(body: kopf.Body, memo: kopf.Memo, logger: Logger, **_: A
 @kopf.on.delete(GROUP, VERSION, PAYMENT_INTENTS, id="finalize")
 @error_policy(PAYMENT_INTENTS)
 async def finalize(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    await payment_intents.finalize(runtime(memo), body, PaymentIntent.parse(body), retry)
+    state = reconcile.loop_state(payment_intents.KIND, body, memo)
+    await payment_intents.finalize(runtime(memo), body, PaymentIntent.parse(body), retry, state)
 
 
 # --- PaymentRefund ------------------------------------------------------------------------------------
