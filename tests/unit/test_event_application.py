@@ -118,3 +118,18 @@ async def test_an_outage_leaves_the_event_unprocessed_for_stripes_retry() -> Non
         await _handle(world, event)
     assert world.store.ledger.entries[event["id"]].processed is False
     assert await _handle(world, event) == "applied"  # Stripe's redelivery
+
+
+async def test_releases_sharding_by_namespace_can_share_one_database() -> None:
+    """Stripe sends every event to every release's endpoint; the first to see it must not claim it."""
+    world = World()
+    world.kube.add(PAYMENT_INTENTS, {"orderId": "2222", "amount": 1200, "currency": "usd"}, namespace="shard-b")
+    meta = world.kube.objects[(PAYMENT_INTENTS, "shard-b", "order-1")]["metadata"]
+    intent = {"id": "pi_b", "object": "payment_intent", "status": "succeeded", "amount": 1200, "currency": "usd",
+              "amount_received": 1200, "livemode": False,
+              "metadata": {"kubepay_namespace": "shard-b", "kubepay_name": "order-1", "kubepay_uid": meta["uid"]}}
+    event = _event("payment_intent.succeeded", intent, 100)
+    assert await _handle(world, event, namespace="shard-a") == "unknown_payment"
+    assert event["id"] not in world.store.ledger.entries
+    assert await _handle(world, event, namespace="shard-b") == "applied"
+    assert world.kube.status(PAYMENT_INTENTS, namespace="shard-b")["phase"] == "Succeeded"

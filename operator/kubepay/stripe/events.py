@@ -29,21 +29,33 @@ def intent_id_of(event: dict[str, Any]) -> str | None:
     return str(found) if isinstance(found, str) else None
 
 
-async def concerns(event: dict[str, Any], store: Store, namespace: str | None) -> bool:
-    """Whether the event is about a resource this controller manages (Stripe accounts are shared)."""
+async def _namespace_of(event: dict[str, Any], store: Store) -> str | None:
+    """The namespace of the resource the event is about, as kubepay's metadata or its mirror row says."""
     obj = event["data"]["object"]
     if event["type"] in CHARGE_TYPES:
         found = await store.rows.find_resource_by_intent(str(obj.get("payment_intent")))
-        return found is not None and (namespace is None or found[0] == namespace)
+        return found[0] if found else None
     target = _target(obj.get("metadata") or {})
-    return target is not None and (namespace is None or target.namespace == namespace)
+    return target.namespace if target else None
+
+
+async def concerns(event: dict[str, Any], store: Store, namespace: str | None) -> bool:
+    """Whether the event is about a resource this controller manages (Stripe accounts are shared)."""
+    owner = await _namespace_of(event, store)
+    return owner is not None and (namespace is None or owner == namespace)
 
 
 async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespace: str | None = None) -> str:
     """Record in the ledger, then apply once. Returns the outcome; outages propagate (retry later).
 
-    With `namespace`, events for resources elsewhere are left for whoever watches there.
+    With `namespace`, an event about a resource in another namespace belongs to the release (shard) that
+    watches there: it is answered `unknown_payment` and not ledgered, since shards may share one database
+    and the ledger records an event once, for the shard that applies it.
     """
+    if namespace is not None and (owner := await _namespace_of(event, store)) not in (None, namespace):
+        log.info("Stripe event %s %s: for namespace %s, left to its release", event["id"], event["type"], owner,
+                 extra={"stripe_event_id": event["id"]})
+        return "unknown_refund" if event["type"] in REFUND_TYPES else "unknown_payment"
     new = await store.ledger.record(event, intent_id_of(event))
     if not new and await store.ledger.processed(event["id"]):
         return "duplicate"
