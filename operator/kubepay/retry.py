@@ -43,5 +43,5 @@ async def until_done(call: Callable[[], Awaitable[T]], retry_on: tuple[type[Base
         except retry_on as exc:
             delay = backoff(attempt, base, cap)
             attempt += 1
-            log.warning("%s: %s; retrying in %.1fs", what, exc or type(exc).__name__, delay)
+            log.warning("%s: %s; retrying in %.1fs", what, str(exc) or type(exc).__name__, delay)
         await asyncio.sleep(delay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubepay import logs, metrics
@@ -29,20 +30,41 @@ def intent_id_of(event: dict[str, Any]) -> str | None:
     return str(found) if isinstance(found, str) else None
 
 
-async def _namespace_of(event: dict[str, Any], store: Store) -> str | None:
-    """The namespace of the resource the event is about, as kubepay's metadata or its mirror row says."""
-    obj = event["data"]["object"]
-    if event["type"] in CHARGE_TYPES:
+@dataclass(frozen=True)
+class Located:
+    """What an event is about: the kind, the resource (None: no kubepay resource), and what it reports."""
+
+    plural: str
+    target: Meta | None
+    observation: Observation
+
+    @property
+    def unknown(self) -> str:
+        return "unknown_refund" if self.plural == PAYMENT_REFUNDS else "unknown_payment"
+
+
+async def _locate(event: dict[str, Any], store: Store) -> Located | None:
+    """Find the resource from kubepay's metadata on the Stripe object, or from the mirror row (charges).
+
+    None for an event type kubepay does not handle.
+    """
+    event_type, obj = event["type"], event["data"]["object"]
+    created = int(event.get("created") or 0)
+    if event_type in INTENT_TYPES:
+        return Located(PAYMENT_INTENTS, _target(obj.get("metadata") or {}), observe_intent(obj, created, event["id"]))
+    if event_type in CHARGE_TYPES:
         found = await store.rows.find_resource_by_intent(str(obj.get("payment_intent")))
-        return found[0] if found else None
-    target = _target(obj.get("metadata") or {})
-    return target.namespace if target else None
+        return Located(PAYMENT_INTENTS, Meta.named(*found) if found else None,
+                       observe_refunded_charge(obj, created, event["id"]))
+    if event_type in REFUND_TYPES:
+        return Located(PAYMENT_REFUNDS, _target(obj.get("metadata") or {}), observe_refund(obj, created, event["id"]))
+    return None
 
 
 async def concerns(event: dict[str, Any], store: Store, namespace: str | None) -> bool:
     """Whether the event is about a resource this controller manages (Stripe accounts are shared)."""
-    owner = await _namespace_of(event, store)
-    return owner is not None and (namespace is None or owner == namespace)
+    located = await _locate(event, store)
+    return located is not None and located.target is not None and namespace in (None, located.target.namespace)
 
 
 async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespace: str | None = None) -> str:
@@ -52,14 +74,16 @@ async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespac
     watches there: it is answered `unknown_payment` and not ledgered, since shards may share one database
     and the ledger records an event once, for the shard that applies it.
     """
-    if namespace is not None and (owner := await _namespace_of(event, store)) not in (None, namespace):
-        log.info("Stripe event %s %s: for namespace %s, left to its release", event["id"], event["type"], owner,
-                 extra={"stripe_event_id": event["id"]})
-        return "unknown_refund" if event["type"] in REFUND_TYPES else "unknown_payment"
+    located = await _locate(event, store)
+    target = located.target if located else None
+    if located and target and namespace not in (None, target.namespace):
+        log.info("Stripe event %s %s: for namespace %s, left to its release", event["id"], event["type"],
+                 target.namespace, extra={"stripe_event_id": event["id"]})
+        return located.unknown
     new = await store.ledger.record(event, intent_id_of(event))
     if not new and await store.ledger.processed(event["id"]):
         return "duplicate"
-    outcome, target = await _apply(event, store, kube, namespace)
+    outcome = await _apply(located, kube)
     await store.ledger.mark_processed(event["id"], outcome)
     metrics.WEBHOOK_EVENTS.labels(event["type"] if event["type"] in HANDLED else "other", outcome).inc()
     kind = "PaymentRefund" if event["type"] in REFUND_TYPES else "PaymentIntent"
@@ -91,32 +115,17 @@ async def record_invalid(exc: InvalidEvent, store: Store) -> None:
                 extra={"stripe_event_id": exc.event_id})
 
 
-async def _apply(event: dict[str, Any], store: Store, kube: KubeClient,
-                 namespace: str | None) -> tuple[str, Meta | None]:
-    """Apply to the resource the event concerns; (outcome, the resource) with `applied` or `stale`."""
-    event_type, obj = event["type"], event["data"]["object"]
-    created = int(event.get("created") or 0)
-    obs: Observation
-    if event_type in INTENT_TYPES:
-        target, plural = _target(obj.get("metadata") or {}), PAYMENT_INTENTS
-        obs = observe_intent(obj, created, event["id"])
-    elif event_type in CHARGE_TYPES:
-        found = await store.rows.find_resource_by_intent(str(obj.get("payment_intent")))
-        target = Meta.named(*found) if found else None
-        plural, obs = PAYMENT_INTENTS, observe_refunded_charge(obj, created, event["id"])
-    elif event_type in REFUND_TYPES:
-        target, plural = _target(obj.get("metadata") or {}), PAYMENT_REFUNDS
-        obs = observe_refund(obj, created, event["id"])
-    else:
-        return "unhandled", None
-    unknown = "unknown_refund" if plural == PAYMENT_REFUNDS else "unknown_payment"
-    if target is None or (namespace and target.namespace != namespace):
-        return unknown, target
+async def _apply(located: Located | None, kube: KubeClient) -> str:
+    """Apply to the resource the event concerns: `applied` or `stale`, else why not."""
+    if located is None:
+        return "unhandled"
+    if located.target is None:
+        return located.unknown
     try:
-        applied = await apply_observation(kube, plural, target, obs)
+        applied = await apply_observation(kube, located.plural, located.target, located.observation)
     except NotFound:
-        return "unknown_payment", target
-    return ("applied" if applied else "stale"), target
+        return "unknown_payment"
+    return "applied" if applied else "stale"
 
 
 def _target(metadata: dict[str, Any]) -> Meta | None:
