@@ -8,6 +8,7 @@ before a process starts.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
@@ -72,6 +73,9 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KUBEPAY_STRIPE_RATE_LIMIT", "20", "client-side Stripe requests per second", OPERATOR),
     _v("KUBEPAY_STRIPE_BACKGROUND_SHARE", "0.5",
        "share of the Stripe rate that resync reads and the backfill may use (0 < share <= 1)", OPERATOR),
+    _v("KUBEPAY_RETAIN_FINISHED", "",
+       "delete a finished payment's resource this long after it was mirrored and published (e.g. 720h, 30d; "
+       "unset: keep; spec.ttlSecondsAfterFinished wins); its row, ledger and messages stay", OPERATOR),
     _v("KUBEPAY_STRIPE_API_BASE", "", "another Stripe API base URL (the sandbox's fake)", OPERATOR),
     _v("KUBEPAY_KAFKA_ACKS", "all", "producer acks: all, 1 or 0", OPERATOR, ORDERS),
     _v("KUBEPAY_KAFKA_IDEMPOTENCE", "true", "idempotent producer", OPERATOR, ORDERS),
@@ -154,6 +158,7 @@ class Settings:
     stripe_rate_limit: float
     stripe_background_share: float
     resync_seconds: float
+    retain_finished: float | None
     migrate_on_start: bool
     log_level: str
     source: str
@@ -214,6 +219,17 @@ class _Reader:
             self.problems.append(f"{name} must be at most 1, got {self.text(name)!r}")
         return value
 
+    def duration(self, name: str) -> float | None:
+        """Seconds from `90`, `90s`, `15m`, `12h` or `30d`; None when unset."""
+        raw = self.text(name)
+        if not raw:
+            return None
+        match = _DURATION.fullmatch(raw)
+        if match is None:
+            self.problems.append(f"{name} must be a duration such as 3600, 90s, 15m, 12h or 30d, got {raw!r}")
+            return None
+        return int(match[1]) * _DURATION_UNITS[match[2] or "s"]
+
     def flag(self, name: str) -> bool:
         raw = self.text(name).lower()
         if raw in ("1", "true", "yes", "on"):
@@ -228,6 +244,10 @@ class _Reader:
         if value not in choices:
             self.problems.append(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
         return value
+
+
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _database_url(r: _Reader) -> str:
@@ -305,6 +325,7 @@ def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Setti
         stripe_rate_limit=r.number("KUBEPAY_STRIPE_RATE_LIMIT"),
         stripe_background_share=r.share("KUBEPAY_STRIPE_BACKGROUND_SHARE"),
         resync_seconds=r.number("KUBEPAY_RESYNC_SECONDS"),
+        retain_finished=r.duration("KUBEPAY_RETAIN_FINISHED"),
         migrate_on_start=r.flag("KUBEPAY_MIGRATE_ON_START"),
         log_level=r.choice("KUBEPAY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
         source=r.text("KUBEPAY_EVENT_SOURCE"),

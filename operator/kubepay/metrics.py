@@ -17,3 +17,7 @@ REFUSED_WRITES = Counter(
     "kubepay_refused_writes_total",
     "Writes refused for good (left Synced=False, not retried), by target: kubernetes, postgres or kafka.", ["target"]
 )
+RETAINED_AWAY = Counter(
+    "kubepay_retained_away_total",
+    "Finished resources deleted by retention (their rows and history stay), by kind.", ["kind"]
+)

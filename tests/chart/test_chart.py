@@ -221,8 +221,10 @@ def test_controller_rbac_covers_what_it_does(render: Render) -> None:
         for resource in ("paymentintents", "paymentrefunds"):
             for verb in ("list", "watch", "patch"):
                 assert grants(rules, resource, verb, "kubepay.io"), (variant, resource, verb)
-            for verb in ("get", "update", "delete"):
+            for verb in ("get", "update"):
                 assert not grants(rules, resource, verb, "kubepay.io"), (variant, resource, verb)
+            # Only retention deletes ("all" turns it on).
+            assert grants(rules, resource, "delete", "kubepay.io") == (variant == "all"), (variant, resource)
             for verb in ("get", "patch"):
                 assert grants(rules, f"{resource}/status", verb, "kubepay.io"), (variant, resource, verb)
         assert grants(rules, "paymentintents/finalizers", "update", "kubepay.io")  # blockOwnerDeletion
@@ -234,6 +236,17 @@ def test_controller_rbac_covers_what_it_does(render: Render) -> None:
         assert not grants(rules, "namespaces", "list") and not grants(rules, "namespaces", "watch")
         peerings = "kopfpeerings" if variant == "all" else "clusterkopfpeerings"  # "all": two replicas, peering
         assert grants(rules, peerings, "patch", "kopf.dev") == (variant == "all"), variant
+
+
+def controller_env(objects: list[Doc]) -> dict[str, str | None]:
+    [controller] = [o for o in find(objects, "Deployment")
+                    if o["metadata"]["labels"]["app.kubernetes.io/component"] == "controller"]
+    return {e["name"]: e.get("value") for e in containers(controller)[0]["env"]}
+
+
+def test_retention_sets_the_controllers_default(all_objects: list[Doc], default_objects: list[Doc]) -> None:
+    assert controller_env(all_objects)["KUBEPAY_RETAIN_FINISHED"] == "30d"
+    assert "KUBEPAY_RETAIN_FINISHED" not in controller_env(default_objects)
 
 
 def test_namespaced_controller_gets_a_role_not_cluster_wide_access(all_objects: list[Doc]) -> None:
@@ -248,9 +261,7 @@ def test_namespaced_controller_gets_a_role_not_cluster_wide_access(all_objects: 
 def test_orders_consumer_in_the_controller(all_objects: list[Doc], default_objects: list[Doc]) -> None:
     assert grants(rules_of(all_objects, "controller"), "paymentintents", "create", "kubepay.io")
     assert not grants(rules_of(default_objects, "controller"), "paymentintents", "create", "kubepay.io")
-    [controller] = [o for o in find(all_objects, "Deployment")
-                    if o["metadata"]["labels"]["app.kubernetes.io/component"] == "controller"]
-    env = {e["name"]: e.get("value") for e in containers(controller)[0]["env"]}
+    env = controller_env(all_objects)
     assert env["KUBEPAY_ORDERS_CONSUMER"] == "true"
     assert env["KUBEPAY_ORDERS_NAMESPACE"] == "payments"  # where this controller is allowed to create
 

@@ -205,11 +205,18 @@ async def test_refunds_answer_501_where_the_refund_crd_is_not_installed(tenant: 
         kubeconfig = emulator.write_kubeconfig(tenant.workdir / "no-refunds-kubeconfig", namespace=tenant.namespace)
         api_process = tenant.process("api", KUBECONFIG=str(kubeconfig))
         await api_process.start()
+        kube = await Kube.connect(str(kubeconfig))
+        try:
+            await kube.core.create_namespace({"metadata": {"name": tenant.namespace}})
+            created = await kube.create_pi(tenant.namespace, "order-5005",
+                                           {"orderId": "5005", "amount": 500, "currency": "usd"})
+        finally:
+            await kube.close()
         pid = uuid.uuid4()
         await fetch(tenant.database_url,
                     "INSERT INTO payments (id, order_id, amount, currency, status, resource_namespace, resource_name, "
-                    "resource_uid) VALUES ($1, '5005', 500, 'usd', 'succeeded', $2, 'order-5005', 'uid-5005')",
-                    pid, tenant.namespace)
+                    "resource_uid) VALUES ($1, '5005', 500, 'usd', 'succeeded', $2, 'order-5005', $3)",
+                    pid, tenant.namespace, created["metadata"]["uid"])
         api = await ApiClient.connect(tenant.api_url, tenant.api_token)
         status, body = await api.call("POST", f"/payments/{pid}/refunds", body={})
         assert status == 501 and "PaymentRefund CRD" in body["error"]

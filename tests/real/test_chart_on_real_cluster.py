@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -97,12 +98,14 @@ VARIANTS = {
         cluster={"kubepay-controller": CRDS, "kubepay-api": {"create tokenreviews.authentication.k8s.io",
                                                              "create subjectaccessreviews.authorization.k8s.io"}},
     ),
-    # One namespace, two replicas (kopf peering), the orders consumer, the API in token mode.
+    # One namespace, two replicas (kopf peering), the orders consumer, retention, the API in token mode.
     "one-namespace": Variant(
-        values={"controller": {"watchNamespace": "payments", "replicas": 2, "ordersConsumer": {"enabled": True}},
+        values={"controller": {"watchNamespace": "payments", "replicas": 2, "ordersConsumer": {"enabled": True},
+                               "retention": {"enabled": True}},
                 "api": {"enabled": True, "token": API_TOKEN}},
         payments="payments",
         namespaced={"kubepay-controller": {*CONTROLLER, "create paymentintents.kubepay.io",
+                                           *_grants(("delete",), *PAYMENTS),
                                            *_grants(("list", "watch", "patch"), "kopfpeerings.kopf.dev")},
                     "kubepay-receiver": RECEIVER, "kubepay-api": API},
     ),
@@ -221,6 +224,7 @@ class Story:
     failed_refund: dict[str, Any]
     canceled_intent: dict[str, Any]
     ordered: dict[str, Any] | None
+    retained: dict[str, Any] | None  # the API's answer about a payment whose resources retention deleted
     refusals: dict[str, ApiException]
     kubectl_wait: str
     table: dict[str, str]
@@ -281,13 +285,30 @@ async def story(installed: Installed) -> Story:
         await _publish_order(installed, "7004")
         ordered = await wait_for(lambda: admin.get_pi(ns, "order-7004"), timeout=30, what="the ordered payment")
 
+    # With retention on, a one-off payment refunded in full: each resource has its own ttl and both go, the
+    # refund first (a payment is kept while its refund is unfinished); the API answers from the row.
+    retained = None
+    if installed.variant.values["controller"].get("retention"):
+        await admin.create_pi(ns, "one-off", {"orderId": "7005", "amount": 700, "currency": "usd",
+                                              "ttlSecondsAfterFinished": 10})
+        one_off = await confirm_and_notify(stripe_client, await stripe_id(admin, ns, "one-off"),
+                                           TEST_CARDS["success"], installed.webhook_url, WEBHOOK_SECRET)
+        paid_one_off = await admin.phase_is(ns, "one-off", "Succeeded", timeout=30)
+        await create_refund(admin, ns, "one-off-back",
+                            {"paymentIntentName": "one-off", "ttlSecondsAfterFinished": 0})
+        for plural, gone in (("paymentrefunds", "one-off-back"), (PLURAL, "one-off")):
+            read = functools.partial(admin.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, gone)
+            await wait_for(lambda read=read: _gone(read()), timeout=90, what=f"retention to delete {gone}")
+        retained = (await api.call("GET", f"/payments/{paid_one_off['status']['paymentId']}"))[1]
+        assert retained["provider_payment_id"] == one_off["id"]
+
     # Admission refuses, through the webhook the API server calls.
     with pytest.raises(ApiException) as amount:
         await admin.create_pi(ns, "krona", {"orderId": "7003", "amount": 550, "currency": "isk"})
     with pytest.raises(ApiException) as over_refund:
         await create_refund(admin, ns, "too-much", {"paymentIntentName": name, "amount": 5000})
     refusals = {"amount": amount.value, "refund": over_refund.value}
-    return Story(refund, failed_refund, canceled, ordered, refusals, waited.stdout, row)
+    return Story(refund, failed_refund, canceled, ordered, retained, refusals, waited.stdout, row)
 
 
 async def _api_credential(installed: Installed) -> str:
@@ -344,6 +365,12 @@ async def test_the_orders_consumer_creates_payments_in_its_namespace(story: Stor
         pytest.skip("the orders consumer is off in this variant (the default)")
     assert (story.ordered["spec"]["amount"], story.ordered["spec"]["currency"]) == (1999, "usd")
     assert story.ordered["metadata"]["labels"]["kubepay.io/source"] == "orders-consumer"
+
+
+async def test_retention_deletes_a_finished_payment_and_its_refund_and_the_row_stays(story: Story) -> None:
+    if story.retained is None:
+        pytest.skip("retention is off in this variant (the default)")
+    assert (story.retained["status"], story.retained["amount_refunded"]) == ("refunded", 700)
 
 
 async def test_admission_refusals_come_from_the_registered_webhook(story: Story) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import kopf
 from kopf._core.engines import posting
 
 from kubepay import config
+from kubepay.controller.retention import Retention
 from kubepay.controller.runtime import Runtime
 from kubepay.kube import k8s_events as k8s_events_module
 from kubepay.kube.client import Conflict, KubeClient, NotFound
@@ -113,6 +115,20 @@ class FakeKube(Failures):
         self.objects[key] = updated
         self.status_writes.append(copy.deepcopy(patch))
         return copy.deepcopy(updated)
+
+    async def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        self.check("list_custom")
+        return [copy.deepcopy(body) for (p, ns, _), body in self.objects.items() if (p, ns) == (plural, namespace)]
+
+    async def delete_custom(self, plural: str, namespace: str, name: str, uid: str, resource_version: str) -> None:
+        """Deletes at once (as if no finalizer were left): the preconditions as the API server checks them."""
+        self.check("delete_custom")
+        current = self.objects.get((plural, namespace, name))
+        if current is None:
+            raise NotFound(f"{plural} {namespace}/{name}")
+        if (current["metadata"]["uid"], current["metadata"]["resourceVersion"]) != (uid, resource_version):
+            raise Conflict("the object has been modified")
+        del self.objects[(plural, namespace, name)]
 
     async def apply_secret(self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any],
                            labels: dict[str, str], annotations: dict[str, str]) -> None:
@@ -219,6 +235,10 @@ class FakeRows(Failures):
         else:
             self.payments[str(row.id)] = row
 
+    async def find_by_order(self, order_id: str) -> list[PaymentRow]:
+        self.check("find_by_order")
+        return [row for row in self.payments.values() if row.order_id == order_id]
+
     async def find_resource_by_intent(self, provider_payment_id: str) -> tuple[str, str, str] | None:
         for row in self.payments.values():
             if row.provider_payment_id == provider_payment_id:
@@ -283,12 +303,16 @@ class World:
     store: FakeStore = field(default_factory=FakeStore)
     publisher: FakePublisher = field(default_factory=FakePublisher)
 
-    @property
+    env: dict[str, str] = field(default_factory=dict)  # more controller settings
+
+    @functools.cached_property
     def runtime(self) -> Runtime:
         settings = config.load({"DATABASE_URL": "postgresql://kubepay@127.0.0.1/kubepay",
-                                "KAFKA_BROKER_URL": "127.0.0.1:9092", "STRIPE_SECRET_KEY": "sk_test_unit"})
+                                "KAFKA_BROKER_URL": "127.0.0.1:9092", "STRIPE_SECRET_KEY": "sk_test_unit", **self.env})
+        kube = cast(KubeClient, self.kube)
         return Runtime(settings=settings, gateway=cast(StripeGateway, self.stripe), store=cast(Store, self.store),
-                       publisher=cast(Publisher, self.publisher), kube=cast(KubeClient, self.kube))
+                       publisher=cast(Publisher, self.publisher), kube=kube,
+                       retention=Retention(kube, settings.retain_finished))
 
 
 @dataclass(frozen=True)

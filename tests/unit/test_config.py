@@ -26,10 +26,18 @@ def test_go_service_names_build_the_database_url() -> None:
     ({"DATABASE_URL": "postgresql://u:p@h:notaport/db"}, "DATABASE_URL has a malformed port"),
     ({"KUBEPAY_STRIPE_BACKGROUND_SHARE": "1.5"}, "KUBEPAY_STRIPE_BACKGROUND_SHARE must be at most 1"),
     ({"KUBEPAY_STRIPE_BACKGROUND_SHARE": "0"}, "KUBEPAY_STRIPE_BACKGROUND_SHARE must be positive"),
+    ({"KUBEPAY_RETAIN_FINISHED": "a month"}, "KUBEPAY_RETAIN_FINISHED must be a duration such as 3600, 90s"),
+    ({"KUBEPAY_RETAIN_FINISHED": "2w"}, "KUBEPAY_RETAIN_FINISHED must be a duration"),
 ])
 def test_bad_settings_name_the_variable(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load({**BASE, **change})
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("", None), ("3600", 3600), ("90s", 90), ("15m", 900), ("12h", 43200), ("30d", 2592000), ("0", 0)])
+def test_retention_reads_a_duration_and_is_off_by_default(value: str, seconds: int | None) -> None:
+    assert load({**BASE, "KUBEPAY_RETAIN_FINISHED": value}).retain_finished == seconds
 
 
 def test_secrets_are_not_in_the_settings_repr() -> None:

@@ -198,6 +198,10 @@ async def create_intent(request: web.Request) -> web.Response:
         return invalid(problems)
     order = intake.Order(order_id, amount, currency, user_id, description, metadata)
     config, kube = request.app[CONFIG], request.app[KUBE]
+    if paid := await _paid_and_deleted(request, order_id):
+        return error(409, f"order {order_id} was paid already (payment {paid.id}) and its PaymentIntent was "
+                     "deleted (retention deletes finished payments); it is not charged again", name=paid.resource_name,
+                     payment_id=str(paid.id))
     try:
         resource, created = await intake.ensure_payment_intent(kube, config.namespace, order, "api")
     except intake.OrderConflict as exc:
@@ -313,6 +317,24 @@ def _refund_json(body: dict[str, Any], row: PaymentRow) -> dict[str, Any]:
     }
 
 
+async def _paid_and_deleted(request: web.Request, order_id: str) -> PaymentRow | None:
+    """A paid payment of the order whose resource retention deleted: a repeat must not make a new one."""
+    for row in await request.app[STORE].rows.find_by_order(order_id):
+        if row.paid and row.resource_namespace == request.app[CONFIG].namespace \
+                and not await _resource_exists(request.app[KUBE], row):
+            return row
+    return None
+
+
+async def _resource_exists(kube: KubeClient, row: PaymentRow) -> bool:
+    """The payment's own PaymentIntent is still there (not deleted, nor replaced by another of that name)."""
+    try:
+        body = await kube.get_custom(PAYMENT_INTENTS, row.resource_namespace, row.resource_name)
+    except NotFound:
+        return False
+    return bool(body["metadata"]["uid"] == row.resource_uid)
+
+
 async def create_refund(request: web.Request) -> web.Response:
     row = await _row(request)
     if row is None:
@@ -351,13 +373,17 @@ async def create_refund(request: web.Request) -> web.Response:
         "spec": spec,
     }
     kube, payment_id = request.app[KUBE], str(row.id)
+    if not await _resource_exists(kube, row):
+        return error(410, f"payment {payment_id} can no longer be refunded through kubepay: its PaymentIntent "
+                     f"{row.resource_namespace}/{row.resource_name} was deleted (retention deletes finished "
+                     f"payments); refund Stripe PaymentIntent {row.provider_payment_id} in Stripe")
     try:
         refund = await kube.create_custom(PAYMENT_REFUNDS, row.resource_namespace, manifest)
     except NotFound:
         if not await kube.served(PAYMENT_REFUNDS):
             return error(501, "refunds are not available: the PaymentRefund CRD (paymentrefunds.kubepay.io) "
                          "is not installed in this cluster")
-        return error(404, f"the namespace {row.resource_namespace} of payment {payment_id} is gone")
+        return error(410, f"the namespace {row.resource_namespace} of payment {payment_id} is gone")
     except Conflict:
         existing = await kube.get_custom(PAYMENT_REFUNDS, row.resource_namespace, manifest["metadata"]["name"])
         if (existing.get("spec") or {}) != spec:

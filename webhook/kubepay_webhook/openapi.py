@@ -40,8 +40,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: ("Error", "The caller's ServiceAccount may not create paymentintents in the API's namespace "
                        "(KUBEPAY_API_AUTH=serviceaccount)."),
         404: ("Error", "No such payment."),
-        409: ("Error", "The order already has a payment with another amount or currency, or the "
-                       "Idempotency-Key was used for another refund."),
+        409: ("Error", "The order already has a payment with another amount or currency, or was paid already "
+                       "and its PaymentIntent deleted, or the Idempotency-Key was used for another refund."),
+        410: ("Error", "The payment's PaymentIntent was deleted (retention deletes finished payments): refund it "
+                       "in Stripe."),
         422: ("ValidationError", "Invalid body or query; `fields` says what is wrong with each field."),
         501: ("Error", "The PaymentRefund CRD is not installed."),
         503: ("Error", "PostgreSQL or Kubernetes is unreachable; retry later."),
@@ -254,7 +256,7 @@ def document(auth_mode: str = "token") -> dict[str, Any]:
                     "responses": {
                         "201": _json("Refund", "The PaymentRefund was created."),
                         "200": _json("Refund", "The refund made earlier with this Idempotency-Key."),
-                        **_errors(401, 403, 404, 409, 422, 501, 503),
+                        **_errors(401, 403, 404, 409, 410, 422, 501, 503),
                     },
                 }
             },

@@ -24,6 +24,7 @@ from kubepay.controller.runtime import Runtime
 from kubepay.kube import k8s_events
 from kubepay.kube.status_writer import apply_observation, write_not_synced
 from kubepay.mirror import downstream
+from kubepay.mirror.rows import PaymentRow
 from kubepay.model import identity
 from kubepay.model.conditions import sentence
 from kubepay.model.observations import observe_intent
@@ -53,6 +54,13 @@ async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, 
         message = f"Stripe would refuse the spec, so it was not sent: {describe(problems)}"
         await _fail_for_good(rt, body, pi, "SpecInvalid", message,
                              {"code": "spec_invalid", "message": describe(problems)})
+    if not adopt and (earlier := await _paid_under_this_name(rt, pi)):
+        message = (f"Payment {earlier.id} for order {pi.spec.order_id} under this name was paid already (Stripe "
+                   f"PaymentIntent {earlier.provider_payment_id}); a PaymentIntent re-created under the same name "
+                   "(e.g. by GitOps after retention deleted it) is not charged again. Use a new name to charge again.")
+        await write_not_synced(rt.kube, pi, "AlreadyPaid", message)
+        k8s_events.warn(body, "AlreadyPaid", message)
+        raise kopf.PermanentError(message)
     try:
         intent = await (adopt_intent(rt, pi, adopt) if adopt else create_intent(rt, pi))
     except AdoptionRefused as exc:
@@ -72,6 +80,15 @@ async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, 
     verb = "Adopted" if adopt else "Created"
     k8s_events.info(body, f"StripeIntent{verb}",
                     f"{verb} Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}")
+
+
+async def _paid_under_this_name(rt: Runtime, pi: PaymentIntent) -> PaymentRow | None:
+    """The row of an earlier, paid resource with this namespace, name and order: its re-creation is no new order."""
+    for row in await rt.store.rows.find_by_order(pi.spec.order_id):
+        if (row.resource_namespace, row.resource_name) == (pi.meta.namespace, pi.meta.name) \
+                and row.resource_uid != pi.meta.uid and row.paid:
+            return row
+    return None
 
 
 async def _fail_for_good(rt: Runtime, body: kopf.Body, pi: PaymentIntent, reason: str, message: str,

@@ -90,14 +90,17 @@ def loop_state(kind: Kind[R], body: kopf.Body, memo: kopf.Memo) -> LoopState:
 
 
 async def wake(kind: Kind[R], body: kopf.Body, memo: kopf.Memo, logger: Logger) -> None:
-    """On every watch event: wake the daemon; a finished resource (no daemon) gets its one step here."""
+    """On every watch event: wake the daemon; a finished resource (no daemon) gets its one step here, and
+    retention learns when it is due."""
     if kind.unfinished(body.get("status") or {}):
         loop_state(kind, body, memo).signal.set()
         return
-    if "loop" not in memo and downstream.settled(kind.parse(body)):
+    rt = runtime(memo)
+    resource = kind.parse(body)
+    rt.retention.note(resource)
+    if "loop" not in memo and downstream.settled(resource):
         return  # finished and mirrored before (a restart lists it): nothing to do, nothing kept
     state = loop_state(kind, body, memo)
-    rt = runtime(memo)
 
     async def step() -> None:
         await _step(kind, rt, body, state)

@@ -46,6 +46,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     rt = memo["runtime"] = await Runtime.start(config)
     # The catch-up may page through days of events: it runs beside the watches, not before them.
     memo["backfill"] = asyncio.create_task(backfill.replay_missed_events(rt))
+    memo["retention"] = asyncio.create_task(rt.retention.run())
     if config.orders_consumer_in_operator:
         memo["orders_consumer"] = await orders_consumer.start_background(config, rt.kube)
 
@@ -60,8 +61,9 @@ async def runtime_ready(memo: kopf.Memo, **_: Any) -> bool:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    if "backfill" in memo:
-        memo["backfill"].cancel()
+    for task in ("backfill", "retention"):
+        if task in memo:
+            memo[task].cancel()
     if "orders_consumer" in memo:
         await memo["orders_consumer"].stop()
     if "runtime" in memo:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kubepay import dependencies
 from kubepay.config import Settings
+from kubepay.controller.retention import Retention
 from kubepay.kube.client import KubeClient
 from kubepay.mirror.publisher import Publisher
 from kubepay.store import Store
@@ -19,6 +20,7 @@ class Runtime:
     store: Store
     publisher: Publisher
     kube: KubeClient
+    retention: Retention
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -42,6 +44,7 @@ class Runtime:
             store=store,
             publisher=publisher,
             kube=kube,
+            retention=Retention(kube, settings.retain_finished),
         )
 
     async def close(self) -> None:

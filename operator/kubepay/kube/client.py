@@ -43,6 +43,10 @@ class Identity:
     extra: dict[str, list[str]] = field(default_factory=dict)
 
 
+class Forbidden(Exception):
+    """RBAC does not allow the call (HTTP 403); the text is the API server's message."""
+
+
 class Invalid(Exception):
     """The API server refused the object (HTTP 422): repeating the same write cannot succeed.
 
@@ -136,6 +140,24 @@ class KubeClient:
             self._custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
         )
         return result
+
+    async def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """Every object of a kubepay kind in one namespace."""
+        result: dict[str, Any] = await self._call(
+            self._custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        )
+        return list(result.get("items") or [])
+
+    async def delete_custom(self, plural: str, namespace: str, name: str, uid: str, resource_version: str) -> None:
+        """Delete exactly this version of the object: Conflict if it changed since it was read, NotFound if gone."""
+        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version))
+        try:
+            await self._call(self._custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name,
+                                                                           body=body))
+        except ApiException as exc:
+            if exc.status == 403:
+                raise Forbidden(_server_message(exc)) from None
+            raise
 
     async def served(self, plural: str) -> bool:
         """Whether the API server serves this kubepay resource type (its CRD is installed)."""

@@ -17,6 +17,7 @@ from kubepay.kube.client import KubeClient
 from kubepay.mirror import messages
 from kubepay.mirror.publisher import Publisher, PublishRejected
 from kubepay.mirror.rows import PaymentRow, RefundRow
+from kubepay.model.conditions import now_iso
 from kubepay.model.identity import payment_id, refund_id
 from kubepay.model.phases import Phase, RefundPhase
 from kubepay.model.resources import PaymentIntent, PaymentRefund, Resource
@@ -152,6 +153,7 @@ async def _record(kube: KubeClient, resource: Resource, published: list[str], ne
         patch["published"] = published
     if mirrored:
         patch["mirrored"] = mirrored
+        patch["mirroredAt"] = now_iso()
     await kube.patch_status(resource.plural, meta.namespace, meta.name, patch, None)
     if new:
         log.info("published %s for %s/%s", ",".join(new), meta.namespace, meta.name,

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from kubepay.model.phases import Phase
 from kubepay.postgres import Database
 
 
@@ -29,6 +30,13 @@ class PaymentRow:
     created_at: datetime | None = None  # read back from the row; never written by upsert
     updated_at: datetime | None = None
 
+    @property
+    def paid(self) -> bool:
+        """Money was taken (it may have been refunded since)."""
+        return self.status in _PAID
+
+
+_PAID = frozenset(phase.db_status for phase in Phase if phase.paid)
 
 _UPSERT = """
 INSERT INTO payments (id, order_id, user_id, amount, currency, status, payment_method, provider_payment_id,

@@ -23,7 +23,9 @@ class RefundRefused(Exception):
 def refundable(payment: PaymentIntent | None, name: str) -> int:
     """What is left to refund on the PaymentIntent `payment`; raises RefundRefused if nothing may be."""
     if payment is None:
-        raise RefundRefused("payment_not_found", f"PaymentIntent {name!r} does not exist in this namespace")
+        raise RefundRefused("payment_not_found", f"PaymentIntent {name!r} does not exist in this namespace "
+                            "(a finished payment deleted by retention can no longer be refunded through kubepay: "
+                            "refund it in Stripe)")
     phase = payment.status.phase
     if phase not in REFUNDABLE_PHASES:
         raise RefundRefused(

@@ -112,6 +112,7 @@ class IntentSpec:
     adopt: str | None = None  # stripePaymentIntentId: an intent made outside kubepay to take over
     capture: bool = False
     amount_to_capture: int | None = None
+    ttl_seconds_after_finished: int | None = None
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> IntentSpec:
@@ -127,6 +128,7 @@ class IntentSpec:
             adopt=_opt_str(spec.get("stripePaymentIntentId")),
             capture=bool(spec.get("capture")),
             amount_to_capture=_opt_int(spec.get("amountToCapture")),
+            ttl_seconds_after_finished=_opt_int(spec.get("ttlSecondsAfterFinished")),
         )
 
 
@@ -168,6 +170,7 @@ class Progress(Generic[P]):
     conditions: Conditions = field(default_factory=list)
     published: tuple[str, ...] = ()
     mirrored: str | None = None  # the digest of what the row holds (mirror.downstream)
+    mirrored_at: float | None = None  # when the row last changed: the retention clock
 
     @property
     def final(self) -> bool:
@@ -179,7 +182,8 @@ class Progress(Generic[P]):
                 "failure": Failure.parse(status.get("failure")),
                 "conditions": list(status.get("conditions") or []),
                 "published": tuple(status.get("published") or ()),
-                "mirrored": _opt_str(status.get("mirrored"))}
+                "mirrored": _opt_str(status.get("mirrored")),
+                "mirrored_at": _epoch(status.get("mirroredAt"))}
 
 
 @dataclass(frozen=True)
@@ -249,11 +253,12 @@ class RefundSpec:
     payment_intent_name: str
     amount: int | None = None
     reason: str | None = None
+    ttl_seconds_after_finished: int | None = None
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> RefundSpec:
         return cls(str(spec.get("paymentIntentName") or ""), _opt_int(spec.get("amount")),
-                   _opt_str(spec.get("reason")))
+                   _opt_str(spec.get("reason")), _opt_int(spec.get("ttlSecondsAfterFinished")))
 
 
 @dataclass(frozen=True)
