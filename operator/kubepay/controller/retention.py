@@ -101,6 +101,11 @@ class Retention:
                 log.warning("retention waits %.1fs: %s", delay, str(exc) or type(exc).__name__)
                 await asyncio.sleep(delay)
                 continue
+            except Exception:  # a bug or an unexpected answer must not end retention for the process's life
+                failures += 1
+                log.exception("retention failed; trying again")
+                await asyncio.sleep(backoff(failures))
+                continue
             self._sooner.clear()
             wait = self._heap[0].at - self._clock() if self._heap else None
             if wait is None or wait > 0:
