@@ -26,6 +26,7 @@ def test_go_service_names_build_the_database_url() -> None:
     ({"DATABASE_URL": "postgresql://u:p@h:notaport/db"}, "DATABASE_URL has a malformed port"),
     ({"KUBEPAY_STRIPE_BACKGROUND_SHARE": "1.5"}, "KUBEPAY_STRIPE_BACKGROUND_SHARE must be at most 1"),
     ({"KUBEPAY_STRIPE_BACKGROUND_SHARE": "0"}, "KUBEPAY_STRIPE_BACKGROUND_SHARE must be positive"),
+    ({"KUBEPAY_PEERING_LIFETIME": "1"}, "KUBEPAY_PEERING_LIFETIME must be between 5 and 3600"),
 ])
 def test_bad_settings_name_the_variable(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
