@@ -104,6 +104,11 @@ async def running(tenant: Tenant, request: pytest.FixtureRequest) -> AsyncIterat
     await operator.start()
     await webhook.start()
     yield Running(tenant, operator, webhook)
+    print_logs_if_failed(request, tenant)
+
+
+def print_logs_if_failed(request: pytest.FixtureRequest, tenant: Tenant) -> None:
+    """The tail of each of the tenant's process logs, when the test failed (pytest shows it with the failure)."""
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
         for process in tenant.processes:

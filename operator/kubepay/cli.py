@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -38,13 +37,12 @@ def run_operator(args: argparse.Namespace) -> None:
     if settings.admission_port:
         registry.register_admission()
 
-    peering = os.environ.get("KUBEPAY_PEERING_NAME", "").strip()
     asyncio.run(
         kopf.operator(
             clusterwide=settings.namespace is None,
             namespaces=[settings.namespace] if settings.namespace else (),
-            standalone=not peering,
-            peering_name=peering or None,
+            standalone=settings.peering_name is None,
+            peering_name=settings.peering_name,
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
             memo=kopf.Memo(settings=settings),
         )

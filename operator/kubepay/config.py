@@ -64,6 +64,8 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KUBEPAY_NAMESPACE", "", "watch only this namespace (unset: all namespaces)", OPERATOR, WEBHOOK, ORDERS,
        REPLAY),
     _v("KUBEPAY_PEERING_NAME", "", "kopf peering object; set it when running more than one replica", OPERATOR),
+    _v("KUBEPAY_PEERING_LIFETIME", "60", "seconds a peered controller's keep-alive holds: a standby takes over "
+       "from a crashed active controller within this", OPERATOR),
     _v("KUBEPAY_HEALTH_PORT", "8090", "liveness endpoint /healthz", OPERATOR, ORDERS),
     _v("KUBEPAY_METRICS_PORT", "9090", "Prometheus /metrics (0: off)", OPERATOR),
     _v("KUBEPAY_ADMISSION_PORT", "0", "HTTPS port of the validating admission webhooks (0: off)", OPERATOR),
@@ -171,6 +173,8 @@ class Settings:
     orders_session_timeout_ms: int = 10000
     orders_heartbeat_ms: int = 3000
     orders_consumer_in_operator: bool = False
+    peering_name: str | None = None  # None: standalone
+    peering_lifetime: int = 60
 
 
 class _Reader:
@@ -338,6 +342,8 @@ def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Setti
         orders_session_timeout_ms=r.integer("KUBEPAY_ORDERS_SESSION_TIMEOUT_MS", 100, 3_600_000),
         orders_heartbeat_ms=r.integer("KUBEPAY_ORDERS_HEARTBEAT_MS", 10, 3_600_000),
         orders_consumer_in_operator=r.flag("KUBEPAY_ORDERS_CONSUMER"),
+        peering_name=r.text("KUBEPAY_PEERING_NAME") or None,
+        peering_lifetime=r.integer("KUBEPAY_PEERING_LIFETIME", 5, 3600),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -30,7 +30,7 @@ from kubepay import migrate
 from kubepay.config import Topics
 from kubepay_sandbox.apache_kafka import ApacheKafka
 from kubepay_sandbox.certs import write_self_signed
-from kubepay_sandbox.checkout import CRD_DIR, REPO
+from kubepay_sandbox.checkout import CRD_DIR, PEERING_CRD_DIR, REPO
 from kubepay_sandbox.child import free_port
 from kubepay_sandbox.kafka import KafkaBroker
 from kubepay_sandbox.kube_controls import ClusterControls, EmulatorControls, KubeControls
@@ -46,6 +46,9 @@ _counter = itertools.count(1)
 __all__ = ["CRD_DIR", "REPO", "Sandbox", "Targets", "TargetsError", "Tenant", "free_port"]
 # The kinds kubepay needs, as the CRDs in crds/ define them (group kubepay.io, version v1alpha1).
 CRD_PLURALS = ("paymentintents", "paymentrefunds")
+# What the sandbox's own cluster (the emulator or the real control plane) serves: those CRDs, and kopf's peering CRDs
+# for controllers that peer (KUBEPAY_PEERING_NAME), as the chart installs them.
+CLUSTER_CRDS = (*sorted(CRD_DIR.glob("*.yaml")), *sorted(PEERING_CRD_DIR.glob("*.yaml")))
 
 
 @dataclass
@@ -97,8 +100,8 @@ class Sandbox:
         self.postgres = PostgresServer()
         self.kafka = ApacheKafka() if self.targets.real_parts else KafkaBroker()
         self._stripe = None if self.targets.real_stripe else StripeFake()
-        self._kube = None if self.targets.real_kube else KubeEmulator(sorted(CRD_DIR.glob("*.yaml")))
-        self.control_plane = RealCluster(sorted(CRD_DIR.glob("*.yaml"))) if self.targets.real_parts else None
+        self._kube = None if self.targets.real_kube else KubeEmulator(CLUSTER_CRDS)
+        self.control_plane = RealCluster(CLUSTER_CRDS) if self.targets.real_parts else None
         self.kubeconfig = self.workdir / "kubeconfig"
         self._cluster: client.ApiClient | None = None  # a real cluster's API client
         self._namespaces: set[str] = set()  # tenant namespaces made in a real cluster, deleted by release()

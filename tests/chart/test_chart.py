@@ -389,7 +389,8 @@ def test_existing_secret_is_used_and_none_is_created(render: Render) -> None:
 
 def test_peering_with_more_than_one_controller(all_objects: list[Doc], default_objects: list[Doc]) -> None:
     controller = one(all_objects, "Deployment", "-controller")
-    assert env_of(containers(controller)[0])["KUBEPAY_PEERING_NAME"]["value"] == "kubepay-peering"
+    env = env_of(containers(controller)[0])
+    assert (env["KUBEPAY_PEERING_NAME"]["value"], env["KUBEPAY_PEERING_LIFETIME"]["value"]) == ("kubepay-peering", "20")
     assert controller["spec"]["strategy"]["type"] == "RollingUpdate"
     crds = {c["metadata"]["name"] for c in find(all_objects, "CustomResourceDefinition")}
     assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds

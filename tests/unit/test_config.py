@@ -28,6 +28,7 @@ def test_go_service_names_build_the_database_url() -> None:
     ({"KUBEPAY_STRIPE_BACKGROUND_SHARE": "0"}, "KUBEPAY_STRIPE_BACKGROUND_SHARE must be positive"),
     ({"KUBEPAY_RETAIN_FINISHED": "a month"}, "KUBEPAY_RETAIN_FINISHED must be a duration such as 3600, 90s"),
     ({"KUBEPAY_RETAIN_FINISHED": "2w"}, "KUBEPAY_RETAIN_FINISHED must be a duration"),
+    ({"KUBEPAY_PEERING_LIFETIME": "1"}, "KUBEPAY_PEERING_LIFETIME must be between 5 and 3600"),
 ])
 def test_bad_settings_name_the_variable(change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

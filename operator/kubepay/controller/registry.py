@@ -15,7 +15,7 @@ import kopf
 import prometheus_client
 
 from kubepay.config import Settings
-from kubepay.controller import admission, backfill, payment_intents, payment_refunds, reconcile
+from kubepay.controller import admission, backfill, payment_intents, payment_refunds, peering, reconcile
 from kubepay.controller.reconcile import Logger, runtime
 from kubepay.controller.refusals import error_policy
 from kubepay.controller.runtime import Runtime
@@ -39,6 +39,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config: Settings = memo["settings"]
     # One exact namespace needs no namespace scanning (nor the RBAC to list/watch namespaces).
     settings.scanning.disabled = config.namespace is not None
+    peering.configure(settings, config)
     if config.admission_port:
         admission.configure_server(settings, config)
     if config.metrics_port and "metrics_server" not in memo:  # bound once, should start-up be retried
