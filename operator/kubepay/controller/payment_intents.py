@@ -29,7 +29,7 @@ from kubepay.model import identity
 from kubepay.model.conditions import sentence
 from kubepay.model.observations import observe_intent
 from kubepay.model.phases import Phase
-from kubepay.model.resources import PAUSED_ANNOTATION, PAYMENT_INTENTS, PaymentIntent
+from kubepay.model.resources import PAUSED_ANNOTATION, PAYMENT_INTENTS, PaymentIntent, StripeIntent
 from kubepay.retry import RETRYABLE, backoff
 from kubepay.stripe.gateway import StripeRejected
 
@@ -39,8 +39,9 @@ FINALIZER_MAX_TRIES = 5
 
 
 def needs_stripe_intent(status: kopf.Status, **_: object) -> bool:
-    """kopf's filter for the creation handler: only a payment without a Stripe intent needs one."""
-    return not PaymentIntent.parse({"status": status}).stripe_id
+    """kopf's filter for the creation handler: only a payment without a Stripe intent needs one (it runs on
+    every watch event, so it reads status.stripe alone)."""
+    return not StripeIntent.parse(status.get("stripe")).payment_intent_id
 
 
 async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int) -> None:
@@ -119,7 +120,7 @@ async def step(rt: Runtime, body: kopf.Body, pi: PaymentIntent, state: LoopState
     return True
 
 
-KIND = Kind(parse=PaymentIntent.parse, plural=PAYMENT_INTENTS, step=step, resync_at_start=True)
+KIND = Kind(parse=PaymentIntent.parse, phases=Phase, plural=PAYMENT_INTENTS, step=step, resync_at_start=True)
 
 
 async def _announce_pause(rt: Runtime, body: kopf.Body, pi: PaymentIntent, paused: bool) -> None:

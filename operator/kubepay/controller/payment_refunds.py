@@ -20,7 +20,7 @@ from kubepay.model.conditions import observed, set_condition
 from kubepay.model.observations import observe_refund
 from kubepay.model.phases import RefundPhase
 from kubepay.model.refunds import RefundRefused, create_params, refund_amount
-from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, PaymentIntent, PaymentRefund
+from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, PaymentIntent, PaymentRefund, StripeRefund
 from kubepay.stripe.gateway import StripeRejected
 
 
@@ -34,8 +34,7 @@ async def parent_of(rt: Runtime, refund: PaymentRefund) -> PaymentIntent | None:
 
 def needs_stripe_refund(status: kopf.Status, **_: object) -> bool:
     """kopf's filter for the creation handler: a refund neither in Stripe nor refused for good yet."""
-    refund = PaymentRefund.parse({"status": status})
-    return not refund.stripe_id and refund.status.phase is not RefundPhase.FAILED
+    return not StripeRefund.parse(status.get("stripe")).refund_id and status.get("phase") != RefundPhase.FAILED
 
 
 async def ensure_stripe_refund(rt: Runtime, body: kopf.Body, refund: PaymentRefund) -> None:
@@ -99,4 +98,5 @@ async def step(rt: Runtime, body: kopf.Body, refund: PaymentRefund, state: LoopS
     return True
 
 
-KIND = Kind(parse=PaymentRefund.parse, plural=PAYMENT_REFUNDS, step=step, resync_at_start=False)
+KIND = Kind(parse=PaymentRefund.parse, phases=RefundPhase, plural=PAYMENT_REFUNDS, step=step,
+            resync_at_start=False)

@@ -27,6 +27,7 @@ from kubepay.controller.runtime import Runtime
 from kubepay.kube.status_writer import apply_observation
 from kubepay.mirror import downstream
 from kubepay.model.observations import Observation, observe_intent, observe_refund
+from kubepay.model.phases import Phase, RefundPhase
 from kubepay.model.resources import PaymentIntent, Resource
 from kubepay.retry import RETRYABLE, backoff, jittered
 from kubepay.stripe.gateway import StripeGateway, StripeRejected
@@ -66,13 +67,16 @@ class Kind(Generic[R]):
     """What the loop needs of a kind: how to parse it, and its work in a step (False: leave it alone)."""
 
     parse: Callable[[Mapping[str, Any]], R]
+    phases: type[Phase] | type[RefundPhase]
     plural: str
     step: Callable[[Runtime, kopf.Body, R, LoopState], Awaitable[bool]]
     resync_at_start: bool
 
     def unfinished(self, status: Mapping[str, Any], **_: Any) -> bool:
-        """kopf's daemon filter: only an unfinished resource has a daemon."""
-        return not self.parse({"status": status}).status.final
+        """kopf's daemon filter: only an unfinished resource has a daemon. It runs on every watch event of
+        every object, so it reads the phase alone instead of parsing the status."""
+        phase = status.get("phase")
+        return not (phase and self.phases(phase).final)
 
 
 def runtime(memo: kopf.Memo) -> Runtime:

@@ -41,7 +41,7 @@ def _epoch(value: Any) -> float | None:
     if not value:
         return None
     try:
-        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp()  # C-fast, unlike strptime
     except ValueError:
         return None
 
