@@ -80,8 +80,7 @@ async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespac
         log.info("Stripe event %s %s: for namespace %s, left to its release", event["id"], event["type"],
                  target.namespace, extra={"stripe_event_id": event["id"]})
         return located.unknown
-    new = await store.ledger.record(event, intent_id_of(event))
-    if not new and await store.ledger.processed(event["id"]):
+    if not await store.ledger.record(event, intent_id_of(event)):
         return "duplicate"
     outcome = await _apply(located, kube)
     await store.ledger.mark_processed(event["id"], outcome)
