@@ -4,9 +4,9 @@
    time until all have a Stripe id, the Stripe request rate the fake saw (median over 1-s windows,
    most in any sliding 1-s window) and create-to-Pending latency per resource.
 2. Webhook receiver throughput: rounds of signed payment_intent.succeeded deliveries (first
-   deliveries, then Stripe-style redeliveries of the same events) with bounded concurrency; in the same
-   rounds, as many first deliveries to the receiver's floor (bench/floor.py: signature, one ledger INSERT,
-   one status PATCH, on the same pools), and the ratio of the two.
+   deliveries, then Stripe-style redeliveries of the same events) with bounded concurrency. The first
+   deliveries take turns with as many to the receiver's floor (bench/floor.py: signature, one ledger
+   INSERT, one status PATCH, on the same pools); the ratio of their times is the receiver's overhead.
 3. Mirror latency: webhook accepted -> payments.succeeded readable on Kafka.
 4. Peak RSS (VmHWM) of the operator and webhook processes.
 
@@ -262,26 +262,32 @@ async def deliver_all(session: aiohttp.ClientSession, url: str, secret: str, bod
     return time.monotonic() - started, results
 
 
-async def deliver_firsts(session: aiohttp.ClientSession, url: str, secret: str, arrivals: KafkaArrivals,
-                         bodies: list[bytes], orders: list[str], concurrency: int) -> dict[str, Any]:
-    """First deliveries, then the wait until the controller has published each (so the next phase starts idle)."""
-    elapsed, results = await deliver_all(session, url, secret, bodies, concurrency)
-    mirrored = await arrivals.wait_keys(orders, timeout=60)
-    return {"elapsed": elapsed, "results": results, "mirrored": mirrored,
-            "per_s": round(len(bodies) / elapsed, 1)}
+async def deliver_in_turns(session: aiohttp.ClientSession, secret: str, sides: list[tuple[str, list[bytes]]],
+                           concurrency: int) -> list[tuple[float, list[tuple[float, float, str]]]]:
+    """Each side's bodies to its URL, the sides taking turns of two waves (2 x concurrency) each, so all see
+    the same machine while other work on it comes and goes; per side the summed wall time and the results."""
+    turn = 2 * concurrency
+    done: list[tuple[float, list[tuple[float, float, str]]]] = [(0.0, []) for _ in sides]
+    for start in range(0, max(len(bodies) for _, bodies in sides), turn):
+        for side, (url, bodies) in enumerate(sides):
+            if chunk := bodies[start:start + turn]:
+                elapsed, results = await deliver_all(session, url, secret, chunk, concurrency)
+                done[side] = (done[side][0] + elapsed, done[side][1] + results)
+    return done
 
 
 async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals: KafkaArrivals, floor_url: str,
                          rounds: list[tuple[list[str], list[str]]], deliveries: int,
                          concurrency: int) -> dict[str, Any]:
-    """Each round: the receiver's first deliveries and redeliveries, and the floor's first deliveries of as
-    many other events of the same kind (which goes first alternates), with the controller reacting to both."""
+    """Each round: first deliveries to the receiver and as many of other events of the same kind to the floor,
+    in turns (which side starts alternates), with the controller reacting to both; then redeliveries."""
     per_round: list[dict[str, Any]] = []
     first_latency: list[float] = []
     duplicate_latency: list[float] = []
     floor_latency: list[float] = []
     mirror: list[float] = []
     outcomes: dict[str, int] = {}
+    load_at_start = round(os.getloadavg()[0], 2)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         for index, (names, floor_names) in enumerate(rounds):
@@ -293,44 +299,42 @@ async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals:
             duplicates = [firsts[i % len(firsts)] for i in range(deliveries - len(firsts))]
             random.Random(index).shuffle(duplicates)
             orders = [name.removeprefix("pi-") for name in names]
+            floor_orders = [name.removeprefix("pi-") for name in floor_names]
 
-            floor_phase = (session, floor_url, tenant.webhook_secret, arrivals, [events[name] for name in floor_names],
-                           [name.removeprefix("pi-") for name in floor_names], concurrency)
-            floor = await deliver_firsts(*floor_phase) if index % 2 else None
-            first = await deliver_firsts(session, tenant.webhook_url, tenant.webhook_secret, arrivals, firsts,
-                                         orders, concurrency)
-            accepted = {order: result[1] for order, result in zip(orders, first["results"], strict=True)}
+            sides = [(tenant.webhook_url, firsts), (floor_url, [events[name] for name in floor_names])]
+            turns = await deliver_in_turns(session, tenant.webhook_secret, sides[::-1] if index % 2 else sides,
+                                           concurrency)
+            (first_time, first_results), (floor_time, floor_results) = turns[::-1] if index % 2 else turns
+            arrived = await arrivals.wait_keys(orders + floor_orders, timeout=60)
+            accepted = {order: result[1] for order, result in zip(orders, first_results, strict=True)}
             mirror += [arrivals.first[order] - accepted[order] for order in orders if order in arrivals.first]
             duplicate_time, duplicate_results = await deliver_all(
                 session, tenant.webhook_url, tenant.webhook_secret, duplicates, concurrency)
-            if floor is None:
-                floor = await deliver_firsts(*floor_phase)
 
-            for _, _, outcome in first["results"] + duplicate_results:
+            for _, _, outcome in first_results + duplicate_results:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            first_latency += [r[0] for r in first["results"]]
+            first_latency += [r[0] for r in first_results]
             duplicate_latency += [r[0] for r in duplicate_results]
-            floor_latency += [r[0] for r in floor["results"]]
+            floor_latency += [r[0] for r in floor_results]
             total = len(firsts) + len(duplicates)
             per_round.append({
                 "deliveries": total,
                 "first": len(firsts),
                 "duplicates": len(duplicates),
-                "requests_per_s": round(total / (first["elapsed"] + duplicate_time), 1),
-                "first_per_s": first["per_s"],
+                "requests_per_s": round(total / (first_time + duplicate_time), 1),
+                "first_per_s": round(len(firsts) / first_time, 1),
                 "duplicates_per_s": round(len(duplicates) / duplicate_time, 1),
-                "mirrored": first["mirrored"],
                 "floor_first": len(floor_names),
-                "floor_first_per_s": floor["per_s"],
-                "floor_outcomes": sorted({r[2] for r in floor["results"]}),
-                "floor_mirrored": floor["mirrored"],
+                "floor_first_per_s": round(len(floor_names) / floor_time, 1),
+                "floor_outcomes": sorted({r[2] for r in floor_results}),
+                "mirrored": arrived,  # of the receiver's and the floor's first deliveries
             })
             log(f"webhook round {index + 1}: {per_round[-1]}")
     all_latency = first_latency + duplicate_latency
-    # Each round's two phases run back to back, so their ratio cancels the load other work puts on the machine.
     ratios = [round(r["floor_first_per_s"] / r["first_per_s"], 3) for r in per_round]
     return {
         "concurrency": concurrency,
+        "loadavg_1m": [load_at_start, round(os.getloadavg()[0], 2)],
         "rounds": per_round,
         "requests_per_s_median": median([r["requests_per_s"] for r in per_round]),
         "first_per_s_median": median([r["first_per_s"] for r in per_round]),
@@ -447,7 +451,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             report["mirror_unloaded"] = await mirror_unloaded(sandbox, tenant, kube, arrivals, unloaded)
             log(f"mirror unloaded: {report['mirror_unloaded']}")
             log(f"webhook rounds: {args.rounds} x {args.deliveries} deliveries "
-                f"({args.first} first, the rest redeliveries) and {args.first} first deliveries to the floor, "
+                f"({args.first} first, in turns with {args.first} to the floor; the rest redeliveries), "
                 f"concurrency {args.concurrency}")
             report["webhook"] = await webhook_rounds(sandbox, tenant, kube, arrivals, floor_url, rounds,
                                                      args.deliveries, args.concurrency)
@@ -508,7 +512,8 @@ def render(report: dict[str, Any]) -> str:
         f"(first deliveries {w['first_per_s_median']}/s, redeliveries {w['duplicates_per_s_median']}/s)",
         f"   floor (signature + ledger INSERT + status PATCH): first deliveries {w['floor']['first_per_s_median']}/s, "
         f"p50 {w['floor']['first_latency_ms']['p50']} ms -> receiver/floor {w['floor']['receiver_over_floor']} "
-        f"(per round {w['floor']['receiver_over_floor_per_round']})",
+        f"(per round {w['floor']['receiver_over_floor_per_round']}; 1-min load {w['loadavg_1m'][0]} -> "
+        f"{w['loadavg_1m'][1]})",
         f"   latency p50 {w['latency_ms']['p50']} ms, p95 {w['latency_ms']['p95']} ms; first p50 "
         f"{w['first_latency_ms']['p50']} ms, duplicate p50 {w['duplicate_latency_ms']['p50']} ms -> "
         f"duplicate/first {w['duplicate_over_first_p50']}; outcomes {w['outcomes']}",
@@ -527,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="KUBEPAY_STRIPE_RATE_LIMIT (Stripe test mode: 25)")
     parser.add_argument("--creates", type=int, default=150, help="PaymentIntents created at once")
     parser.add_argument("--deliveries", type=int, default=500, help="webhook deliveries per round")
-    parser.add_argument("--first", type=int, default=125, help="first deliveries per round (rest: redeliveries)")
+    parser.add_argument("--first", type=int, default=96,
+                        help="first deliveries per round (rest: redeliveries), and as many to the floor")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--unloaded", type=int, default=10, help="single deliveries for the unloaded mirror latency")
