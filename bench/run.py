@@ -4,7 +4,9 @@
    time until all have a Stripe id, the Stripe request rate the fake saw (median over 1-s windows,
    most in any sliding 1-s window) and create-to-Pending latency per resource.
 2. Webhook receiver throughput: rounds of signed payment_intent.succeeded deliveries (first
-   deliveries, then Stripe-style redeliveries of the same events) with bounded concurrency.
+   deliveries, then Stripe-style redeliveries of the same events) with bounded concurrency. The first
+   deliveries take turns with as many to the receiver's floor (bench/floor.py: signature, one ledger
+   INSERT, one status PATCH, on the same pools); the ratio of their times is the receiver's overhead.
 3. Mirror latency: webhook accepted -> payments.succeeded readable on Kafka.
 4. Peak RSS (VmHWM) of the operator and webhook processes.
 
@@ -38,7 +40,7 @@ from bench import scale
 from bench.stats import fixed_windows, max_sliding_window, median, percentile
 from kubepay.stripe.rate_limit import TokenBucket
 from kubepay_sandbox.processes import KubepayProcess
-from kubepay_sandbox.stack import REPO, Sandbox, Targets, Tenant
+from kubepay_sandbox.stack import REPO, Sandbox, Targets, Tenant, free_port
 from kubepay_sandbox.stripe_fake import TEST_CARDS
 
 OUTPUT = REPO / ".cache" / "bench" / "latest.json"
@@ -260,28 +262,50 @@ async def deliver_all(session: aiohttp.ClientSession, url: str, secret: str, bod
     return time.monotonic() - started, results
 
 
-async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals: KafkaArrivals,
-                         rounds: list[list[str]], deliveries: int, concurrency: int) -> dict[str, Any]:
+async def deliver_in_turns(session: aiohttp.ClientSession, secret: str, sides: list[tuple[str, list[bytes]]],
+                           concurrency: int) -> list[tuple[float, list[tuple[float, float, str]]]]:
+    """Each side's bodies to its URL, the sides taking turns of two waves (2 x concurrency) each, so all see
+    the same machine while other work on it comes and goes; per side the summed wall time and the results."""
+    turn = 2 * concurrency
+    done: list[tuple[float, list[tuple[float, float, str]]]] = [(0.0, []) for _ in sides]
+    for start in range(0, max(len(bodies) for _, bodies in sides), turn):
+        for side, (url, bodies) in enumerate(sides):
+            if chunk := bodies[start:start + turn]:
+                elapsed, results = await deliver_all(session, url, secret, chunk, concurrency)
+                done[side] = (done[side][0] + elapsed, done[side][1] + results)
+    return done
+
+
+async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals: KafkaArrivals, floor_url: str,
+                         rounds: list[tuple[list[str], list[str]]], deliveries: int,
+                         concurrency: int) -> dict[str, Any]:
+    """Each round: first deliveries to the receiver and as many of other events of the same kind to the floor,
+    in turns (which side starts alternates), with the controller reacting to both; then redeliveries."""
     per_round: list[dict[str, Any]] = []
     first_latency: list[float] = []
     duplicate_latency: list[float] = []
+    floor_latency: list[float] = []
     mirror: list[float] = []
     outcomes: dict[str, int] = {}
+    load_at_start = round(os.getloadavg()[0], 2)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for index, names in enumerate(rounds):
-            intents = await succeeded_intents(sandbox, kube, tenant.namespace, names)
+        for index, (names, floor_names) in enumerate(rounds):
+            intents = await succeeded_intents(sandbox, kube, tenant.namespace, names + floor_names)
             events = {name: json.dumps(stripe_event("payment_intent.succeeded", intents[name])).encode()
-                      for name in names}
+                      for name in names + floor_names}
             firsts = [events[name] for name in names]
             # Redeliveries of the same events (same ids), as Stripe retries them, spread over the round.
             duplicates = [firsts[i % len(firsts)] for i in range(deliveries - len(firsts))]
             random.Random(index).shuffle(duplicates)
-
-            first_time, first_results = await deliver_all(
-                session, tenant.webhook_url, tenant.webhook_secret, firsts, concurrency)
             orders = [name.removeprefix("pi-") for name in names]
-            arrived = await arrivals.wait_keys(orders, timeout=60)
+            floor_orders = [name.removeprefix("pi-") for name in floor_names]
+
+            sides = [(tenant.webhook_url, firsts), (floor_url, [events[name] for name in floor_names])]
+            turns = await deliver_in_turns(session, tenant.webhook_secret, sides[::-1] if index % 2 else sides,
+                                           concurrency)
+            (first_time, first_results), (floor_time, floor_results) = turns[::-1] if index % 2 else turns
+            arrived = await arrivals.wait_keys(orders + floor_orders, timeout=60)
             accepted = {order: result[1] for order, result in zip(orders, first_results, strict=True)}
             mirror += [arrivals.first[order] - accepted[order] for order in orders if order in arrivals.first]
             duplicate_time, duplicate_results = await deliver_all(
@@ -291,6 +315,7 @@ async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             first_latency += [r[0] for r in first_results]
             duplicate_latency += [r[0] for r in duplicate_results]
+            floor_latency += [r[0] for r in floor_results]
             total = len(firsts) + len(duplicates)
             per_round.append({
                 "deliveries": total,
@@ -299,12 +324,17 @@ async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals:
                 "requests_per_s": round(total / (first_time + duplicate_time), 1),
                 "first_per_s": round(len(firsts) / first_time, 1),
                 "duplicates_per_s": round(len(duplicates) / duplicate_time, 1),
-                "mirrored": arrived,
+                "floor_first": len(floor_names),
+                "floor_first_per_s": round(len(floor_names) / floor_time, 1),
+                "floor_outcomes": sorted({r[2] for r in floor_results}),
+                "mirrored": arrived,  # of the receiver's and the floor's first deliveries
             })
             log(f"webhook round {index + 1}: {per_round[-1]}")
     all_latency = first_latency + duplicate_latency
+    ratios = [round(r["floor_first_per_s"] / r["first_per_s"], 3) for r in per_round]
     return {
         "concurrency": concurrency,
+        "loadavg_1m": [load_at_start, round(os.getloadavg()[0], 2)],
         "rounds": per_round,
         "requests_per_s_median": median([r["requests_per_s"] for r in per_round]),
         "first_per_s_median": median([r["first_per_s"] for r in per_round]),
@@ -314,9 +344,16 @@ async def webhook_rounds(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals:
         "duplicate_latency_ms": {"p50": ms(median(duplicate_latency)), "p95": ms(percentile(duplicate_latency, 95))},
         "duplicate_over_first_p50": round(median(duplicate_latency) / median(first_latency), 3),
         "outcomes": outcomes,
+        "floor": {
+            "first_per_s_median": median([r["floor_first_per_s"] for r in per_round]),
+            "first_latency_ms": {"p50": ms(median(floor_latency)), "p95": ms(percentile(floor_latency, 95))},
+            # the receiver's time per first delivery over the floor's: the median of the rounds' ratios
+            "receiver_over_floor": median(ratios),
+            "receiver_over_floor_per_round": ratios,
+        },
         "mirror": {
             "samples": len(mirror),
-            "expected": sum(len(r) for r in rounds),
+            "expected": sum(len(names) for names, _ in rounds),
             "accepted_to_kafka_ms": {"median": ms(median(mirror)), "p95": ms(percentile(mirror, 95)),
                                      "min": ms(min(mirror)) if mirror else None,
                                      "max": ms(max(mirror)) if mirror else None},
@@ -340,6 +377,15 @@ async def mirror_unloaded(sandbox: Sandbox, tenant: Tenant, kube: Kube, arrivals
             webhook.append(latency)
     return {"deliveries": len(names), "webhook_ms_median": ms(median(webhook)),
             "accepted_to_kafka_ms": {"median": ms(median(mirror)), "p95": ms(percentile(mirror, 95))}}
+
+
+def floor_process(tenant: Tenant) -> tuple[KubepayProcess, str]:
+    """The receiver's floor (bench/floor.py) as a process of its own, with the receiver's settings; its URL."""
+    port = str(free_port())
+    process = KubepayProcess("floor", {**tenant.env, "PAYMENT_HTTP_PORT": port}, f"http://127.0.0.1:{port}/healthz",
+                             tenant.workdir / "floor.log", module="bench.floor")
+    tenant.processes.append(process)
+    return process, f"http://127.0.0.1:{port}/payments/webhook"
 
 
 # -- 4. memory -----------------------------------------------------------------------------------------
@@ -374,12 +420,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     report: dict[str, Any] = {"machine": machine(), "settings": settings}
-    rounds_needed = args.rounds * args.first + args.unloaded
+    rounds_needed = 2 * args.rounds * args.first + args.unloaded  # each round: the receiver's, the floor's
     async with Sandbox(Targets()) as sandbox:  # the emulator and the fake, never KUBEPAY_E2E_*: load stays local
         tenant = await sandbox.tenant("bench")
         operator = tenant.process("operator", KUBEPAY_STRIPE_RATE_LIMIT=str(args.rate))
         webhook = tenant.process("webhook")
-        await asyncio.gather(operator.start(), webhook.start())
+        floor, floor_url = floor_process(tenant)
+        await asyncio.gather(operator.start(), webhook.start(), floor.start())
         log(f"sandbox and processes up in {time.monotonic() - began:.1f}s")
         kube = await Kube.connect(tenant.env["KUBECONFIG"])
         watch = PendingWatch(kube, tenant.namespace)
@@ -398,14 +445,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await create_batch(kube, tenant.namespace, extra)
                 await watch.wait_all(extra, timeout=60 + 3 * len(extra) / args.rate)
             pool = names + extra
-            rounds = [pool[i * args.first:(i + 1) * args.first] for i in range(args.rounds)]
-            unloaded = pool[args.rounds * args.first:rounds_needed]
+            batches = [pool[i * args.first:(i + 1) * args.first] for i in range(2 * args.rounds)]
+            rounds = list(zip(batches[0::2], batches[1::2], strict=True))
+            unloaded = pool[2 * args.rounds * args.first:rounds_needed]
             report["mirror_unloaded"] = await mirror_unloaded(sandbox, tenant, kube, arrivals, unloaded)
             log(f"mirror unloaded: {report['mirror_unloaded']}")
             log(f"webhook rounds: {args.rounds} x {args.deliveries} deliveries "
-                f"({args.first} first, the rest redeliveries), concurrency {args.concurrency}")
-            report["webhook"] = await webhook_rounds(sandbox, tenant, kube, arrivals, rounds, args.deliveries,
-                                                     args.concurrency)
+                f"({args.first} first, in turns with {args.first} to the floor; the rest redeliveries), "
+                f"concurrency {args.concurrency}")
+            report["webhook"] = await webhook_rounds(sandbox, tenant, kube, arrivals, floor_url, rounds,
+                                                     args.deliveries, args.concurrency)
             report["peak_rss_mib"] = {"operator": peak_rss_mib(operator), "webhook": peak_rss_mib(webhook)}
         finally:
             await watch.stop()
@@ -425,14 +474,16 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     controller, found = report["controller"], report.get("scale", {})
     at_100 = controller["stripe_rate_median_1s"] if controller["rate_limit_per_s"] == 100 else None
     memory, restart = found.get("memory", {}), found.get("restart", {})
+    floor = report["webhook"]["floor"]
     return [
         {"name": "creates_per_s_at_limit_100", "value": at_100, "unit": "Stripe requests/s", "goal": ">= 95"},
         {"name": "controller_rss_mib_10k", "value": memory.get("rss_mib_10k_estimate"), "unit": "MiB",
          "goal": "<= 150", "note": "from the RSS per 1,000 at SCALE, 90% finished"},
         {"name": "new_intent_after_restart_s_5k", "value": restart.get("new_intent_after_s"), "unit": "s",
          "goal": "<= 2", "note": f"with {restart.get('unfinished')} unfinished payments due for a read"},
-        {"name": "receiver_vs_floor_ratio", "value": None, "unit": "ratio", "goal": "<= 1.5",
-         "note": "not measured yet"},
+        {"name": "receiver_vs_floor_ratio", "value": floor["receiver_over_floor"], "unit": "ratio", "goal": "<= 1.5",
+         "note": f"time per first delivery at concurrency {report['webhook']['concurrency']}, receiver / floor "
+                 "(signature, one ledger INSERT, one status PATCH), median of the rounds"},
     ]
 
 
@@ -459,6 +510,10 @@ def render(report: dict[str, Any]) -> str:
         f"2. webhook: {len(w['rounds'])} rounds x {w['rounds'][0]['deliveries']} signed deliveries, "
         f"concurrency {w['concurrency']}: {w['requests_per_s_median']} req/s "
         f"(first deliveries {w['first_per_s_median']}/s, redeliveries {w['duplicates_per_s_median']}/s)",
+        f"   floor (signature + ledger INSERT + status PATCH): first deliveries {w['floor']['first_per_s_median']}/s, "
+        f"p50 {w['floor']['first_latency_ms']['p50']} ms -> receiver/floor {w['floor']['receiver_over_floor']} "
+        f"(per round {w['floor']['receiver_over_floor_per_round']}; 1-min load {w['loadavg_1m'][0]} -> "
+        f"{w['loadavg_1m'][1]})",
         f"   latency p50 {w['latency_ms']['p50']} ms, p95 {w['latency_ms']['p95']} ms; first p50 "
         f"{w['first_latency_ms']['p50']} ms, duplicate p50 {w['duplicate_latency_ms']['p50']} ms -> "
         f"duplicate/first {w['duplicate_over_first_p50']}; outcomes {w['outcomes']}",
@@ -477,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="KUBEPAY_STRIPE_RATE_LIMIT (Stripe test mode: 25)")
     parser.add_argument("--creates", type=int, default=150, help="PaymentIntents created at once")
     parser.add_argument("--deliveries", type=int, default=500, help="webhook deliveries per round")
-    parser.add_argument("--first", type=int, default=125, help="first deliveries per round (rest: redeliveries)")
+    parser.add_argument("--first", type=int, default=96,
+                        help="first deliveries per round (rest: redeliveries), and as many to the floor")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--unloaded", type=int, default=10, help="single deliveries for the unloaded mirror latency")

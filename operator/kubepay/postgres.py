@@ -24,6 +24,16 @@ def _unavailable(exc: BaseException) -> bool:
                       | asyncpg.exceptions.InsufficientResourcesError)
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond what asyncpg always does (roll back an open transaction).
+
+    asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release,
+    a round trip per query. Database only runs single statements in autocommit: no session settings,
+    cursors, LISTEN or session advisory locks to undo (the migration's lock is transaction-scoped, on
+    alembic's own connection).
+    """
+
+
 class Database:
     """A small asyncpg pool; every connection failure surfaces as StoreUnavailable."""
 
@@ -33,7 +43,8 @@ class Database:
     @classmethod
     async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 10) -> Database:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10)
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10,
+                                             reset=_keep_session)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 asyncpg.InternalClientError) as exc:
             raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None

@@ -16,10 +16,15 @@ import aiohttp
 
 
 class KubepayProcess:
-    """One kubepay subcommand with its own environment and log file; ready when its health URL answers."""
+    """One kubepay subcommand with its own environment and log file; ready when its health URL answers.
 
-    def __init__(self, command: str, env: Mapping[str, str], health_url: str, log_path: Path) -> None:
+    `module` is what `python -m` runs, with `command` as its argument (`make bench` runs its receiver floor so).
+    """
+
+    def __init__(self, command: str, env: Mapping[str, str], health_url: str, log_path: Path,
+                 module: str = "kubepay") -> None:
         self.command = command
+        self._module = module
         self._env = dict(env)
         self._health_url = health_url
         self.log_path = log_path
@@ -40,7 +45,7 @@ class KubepayProcess:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "kubepay",
+            self._module,
             self.command,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self._env},
             stdout=self._log,
@@ -66,11 +71,12 @@ class KubepayProcess:
             while time.monotonic() < deadline:
                 assert self._proc is not None
                 if self._proc.returncode is not None:
-                    raise RuntimeError(f"kubepay {self.command} exited with {self._proc.returncode}:\n{self.logs()}")
+                    raise RuntimeError(
+                        f"{self._module} {self.command} exited with {self._proc.returncode}:\n{self.logs()}")
                 if await self.healthy(session):
                     return
                 await asyncio.sleep(0.1)
-        raise TimeoutError(f"kubepay {self.command} not healthy after {timeout}s:\n{self.logs()}")
+        raise TimeoutError(f"{self._module} {self.command} not healthy after {timeout}s:\n{self.logs()}")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

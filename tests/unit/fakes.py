@@ -261,12 +261,9 @@ class FakeLedger(Failures):
     async def record(self, event: dict[str, Any], provider_payment_id: str | None) -> bool:
         self.check("record")
         if event["id"] in self.entries:
-            return False
+            return not self.entries[event["id"]].processed
         self.entries[event["id"]] = LedgerEntry(event)
         return True
-
-    async def processed(self, event_id: str) -> bool:
-        return self.entries[event_id].processed
 
     async def mark_processed(self, event_id: str, outcome: str) -> None:
         entry = self.entries[event_id]

@@ -10,8 +10,10 @@ import pytest
 from kubepay.kube.client import KubeClient, KubeUnavailable
 from kubepay.mirror.rows import PaymentRow
 from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS
+from kubepay.postgres import StoreUnavailable
 from kubepay.store import Store
 from kubepay.stripe import events
+from kubepay.stripe.seen_events import SeenEvents
 from tests.unit.fakes import World
 
 _ids = iter(range(1, 10_000))
@@ -30,8 +32,9 @@ def _intent(world: World, status: str, **fields: Any) -> dict[str, Any]:
             **fields}
 
 
-async def _handle(world: World, event: dict[str, Any], namespace: str | None = None) -> str:
-    return await events.handle(event, cast(Store, world.store), cast(KubeClient, world.kube), namespace)
+async def _handle(world: World, event: dict[str, Any], namespace: str | None = None,
+                  seen: SeenEvents | None = None) -> str:
+    return await events.handle(event, cast(Store, world.store), cast(KubeClient, world.kube), namespace, seen)
 
 
 def _world() -> World:
@@ -118,6 +121,37 @@ async def test_an_outage_leaves_the_event_unprocessed_for_stripes_retry() -> Non
         await _handle(world, event)
     assert world.store.ledger.entries[event["id"]].processed is False
     assert await _handle(world, event) == "applied"  # Stripe's redelivery
+
+
+async def test_a_first_sight_reads_while_the_ledger_records_and_a_redelivery_reads_nothing() -> None:
+    world, seen, reads = _world(), SeenEvents(), []
+    read = world.kube.get_custom
+
+    async def counted(plural: str, namespace: str, name: str) -> dict[str, Any]:
+        reads.append(name)
+        return await read(plural, namespace, name)
+
+    world.kube.get_custom = counted  # type: ignore[method-assign]
+    event = _event("payment_intent.succeeded", _intent(world, "succeeded"), 100)
+    assert await _handle(world, event, seen=seen) == "applied"
+    assert await _handle(world, event, seen=seen) == "duplicate"
+    assert reads == ["order-1"]
+    assert world.kube.status(PAYMENT_INTENTS)["stripe"]["lastEventId"] == event["id"]
+    assert world.store.ledger.entries[event["id"]].outcome == "applied"
+
+
+@pytest.mark.parametrize("operation, error", [("get_custom", KubeUnavailable("Kubernetes API answered 503")),
+                                              ("record", StoreUnavailable("PostgreSQL unreachable: OSError"))])
+async def test_an_outage_beside_a_read_ahead_leaves_the_event_for_stripes_retry(operation: str,
+                                                                                error: Exception) -> None:
+    world, seen = _world(), SeenEvents()
+    event = _event("payment_intent.succeeded", _intent(world, "succeeded"), 100)
+    (world.store.ledger if operation == "record" else world.kube).fail_next(operation, error)
+    with pytest.raises(type(error)):
+        await _handle(world, event, seen=seen)
+    assert world.kube.status(PAYMENT_INTENTS) == {}
+    assert await _handle(world, event, seen=seen) == "applied"  # Stripe's redelivery, to the same process
+    assert world.store.ledger.entries[event["id"]].processed is True
 
 
 async def test_releases_sharding_by_namespace_can_share_one_database() -> None:

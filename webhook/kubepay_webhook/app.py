@@ -14,6 +14,7 @@ from kubepay.retry import RETRYABLE
 from kubepay.store import Store
 from kubepay.stripe import event_shape, signature
 from kubepay.stripe import events as stripe_events
+from kubepay.stripe.seen_events import SeenEvents
 from kubepay_webhook.serving import KUBE, STORE, add_health_routes
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ MAX_BODY = 1024 * 1024
 SECRET: web.AppKey[str] = web.AppKey("webhook_secret", str)
 # With a namespace, events about resources elsewhere belong to another kubepay release (answered 200).
 NAMESPACE: web.AppKey[str | None] = web.AppKey("namespace", str)  # type: ignore[arg-type]
+SEEN: web.AppKey[SeenEvents] = web.AppKey("seen_events", SeenEvents)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -43,7 +45,7 @@ async def webhook(request: web.Request) -> web.Response:
             return await _invalid(request, exc)
         try:
             outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE],
-                                                 request.app[NAMESPACE])
+                                                 request.app[NAMESPACE], request.app[SEEN])
         except RETRYABLE as exc:
             log.warning("Stripe event %s deferred (503, Stripe retries): %s", event["id"], exc,
                         extra={"stripe_event_id": event["id"]})
@@ -77,6 +79,7 @@ async def metrics_view(_: web.Request) -> web.Response:
 def make_app(store: Store, kube: KubeClient, webhook_secret: str, namespace: str | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[STORE], app[KUBE], app[SECRET], app[NAMESPACE] = store, kube, webhook_secret, namespace
+    app[SEEN] = SeenEvents()
     app.router.add_post("/payments/webhook", webhook)
     app.router.add_post("/webhooks/stripe", webhook)
     add_health_routes(app)

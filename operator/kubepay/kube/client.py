@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp import hdrs
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from yarl import URL
 
 from kubepay.model.resources import GROUP, VERSION
 
@@ -80,7 +84,29 @@ async def load_config() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config()
-    return client.ApiClient()
+    return _environment_read_once(client.ApiClient())
+
+
+def _environment_read_once(api: client.ApiClient) -> client.ApiClient:
+    """Read the proxy variables once, at start, instead of on every API call.
+
+    kubernetes_asyncio's session trusts the environment, so aiohttp looks up `HTTPS_PROXY`/`NO_PROXY` and
+    reads ~/.netrc, each in a worker thread, for every request. The proxy they name for the API server is
+    resolved here (a kubeconfig `proxy-url` still wins) and the session stops looking: Kubernetes
+    credentials never come from netrc.
+    """
+    rest = api.rest_client
+    if not rest.proxy:
+        with contextlib.suppress(LookupError):
+            proxy, auth = get_env_proxy_for_url(URL(str(api.configuration.host)))
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {**(rest.proxy_headers or {}), hdrs.PROXY_AUTHORIZATION: auth.encode()}
+    trusting = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(connector=trusting.connector, trust_env=False,
+                                              read_bufsize=2**21)  # kubernetes_asyncio's: objects up to etcd's limit
+    trusting.detach()
+    return api
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")

@@ -7,7 +7,7 @@ server answers 409 and the patch is recomputed from the fresh object.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubepay import logs
@@ -25,10 +25,15 @@ PatchFn = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 async def write_status(kube: KubeClient, plural: str, namespace: str, name: str, uid: str | None,
-                       compute: PatchFn) -> dict[str, Any] | None:
-    """Read, compute, write with a precondition; retry on conflicts. Returns the patch written, if any."""
+                       compute: PatchFn, first_read: Awaitable[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """Read, compute, write with a precondition; retry on conflicts. Returns the patch written, if any.
+
+    `first_read`: the object as read already (started earlier), used for the first try.
+    """
+    read = first_read
     for _ in range(MAX_CONFLICT_RETRIES):
-        body = await kube.get_custom(plural, namespace, name)
+        body = await (read if read is not None else kube.get_custom(plural, namespace, name))
+        read = None
         if uid is not None and body["metadata"].get("uid") != uid:
             log.info("update for a replaced %s ignored: %s/%s", plural, namespace, name,
                      extra=logs.about({"namespace": namespace, "name": name, "uid": uid}))
@@ -62,7 +67,8 @@ async def write_not_synced(kube: KubeClient, resource: Resource, reason: str, me
 
 
 async def apply_observation(kube: KubeClient, plural: str, target: Meta, obs: Observation,
-                            always: Mapping[str, Any] | None = None) -> bool:
+                            always: Mapping[str, Any] | None = None,
+                            first_read: Awaitable[dict[str, Any]] | None = None) -> bool:
     """Apply `obs` to the resource if it is newer than what status holds, plus the `always` fields.
 
     For both kinds. Returns whether the observation is in status: applied now, or applied before by the same
@@ -82,5 +88,5 @@ async def apply_observation(kube: KubeClient, plural: str, target: Meta, obs: Ob
             applied = recorded_by(status, obs.event_id)
         return patch or None
 
-    await write_status(kube, plural, target.namespace, target.name, target.uid or None, compute)
+    await write_status(kube, plural, target.namespace, target.name, target.uid or None, compute, first_read)
     return applied

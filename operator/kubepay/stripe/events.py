@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, Meta
 from kubepay.store import Store
 from kubepay.stripe import event_shape
 from kubepay.stripe.event_shape import CHARGE_TYPES, INTENT_TYPES, REFUND_TYPES, InvalidEvent
+from kubepay.stripe.seen_events import SeenEvents
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,14 @@ async def concerns(event: dict[str, Any], store: Store, namespace: str | None) -
     return located is not None and located.target is not None and namespace in (None, located.target.namespace)
 
 
-async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespace: str | None = None) -> str:
+async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespace: str | None = None,
+                 seen: SeenEvents | None = None) -> str:
     """Record in the ledger, then apply once. Returns the outcome; outages propagate (retry later).
 
     With `namespace`, an event about a resource in another namespace belongs to the release (shard) that
     watches there: it is answered `unknown_payment` and not ledgered, since shards may share one database
-    and the ledger records an event once, for the shard that applies it.
+    and the ledger records an event once, for the shard that applies it. With `seen` (the receiver's), an
+    event this process sees for the first time reads its resource while the ledger records it.
     """
     located = await _locate(event, store)
     target = located.target if located else None
@@ -80,10 +84,14 @@ async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespac
         log.info("Stripe event %s %s: for namespace %s, left to its release", event["id"], event["type"],
                  target.namespace, extra={"stripe_event_id": event["id"]})
         return located.unknown
-    new = await store.ledger.record(event, intent_id_of(event))
-    if not new and await store.ledger.processed(event["id"]):
-        return "duplicate"
-    outcome = await _apply(located, kube)
+    read = _read_ahead(located, kube) if seen is not None and seen.first_sight(event["id"]) else None
+    try:
+        if not await store.ledger.record(event, intent_id_of(event)):
+            return "duplicate"
+        outcome = await _apply(located, kube, read)
+    finally:
+        if read is not None and not read.cancel() and not read.cancelled():
+            read.exception()  # retrieved: a read ahead of a duplicate or an outage has nobody to report to
     await store.ledger.mark_processed(event["id"], outcome)
     metrics.WEBHOOK_EVENTS.labels(event["type"] if event["type"] in HANDLED else "other", outcome).inc()
     kind = "PaymentRefund" if event["type"] in REFUND_TYPES else "PaymentIntent"
@@ -115,14 +123,21 @@ async def record_invalid(exc: InvalidEvent, store: Store) -> None:
                 extra={"stripe_event_id": exc.event_id})
 
 
-async def _apply(located: Located | None, kube: KubeClient) -> str:
+def _read_ahead(located: Located | None, kube: KubeClient) -> asyncio.Task[dict[str, Any]] | None:
+    """Start reading the resource the event concerns, if any."""
+    if located is None or located.target is None:
+        return None
+    return asyncio.ensure_future(kube.get_custom(located.plural, located.target.namespace, located.target.name))
+
+
+async def _apply(located: Located | None, kube: KubeClient, read: asyncio.Task[dict[str, Any]] | None) -> str:
     """Apply to the resource the event concerns: `applied` or `stale`, else why not."""
     if located is None:
         return "unhandled"
     if located.target is None:
         return located.unknown
     try:
-        applied = await apply_observation(kube, located.plural, located.target, located.observation)
+        applied = await apply_observation(kube, located.plural, located.target, located.observation, first_read=read)
     except NotFound:
         return "unknown_payment"
     return "applied" if applied else "stale"

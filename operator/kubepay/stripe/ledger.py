@@ -8,11 +8,17 @@ from typing import Any
 
 from kubepay.postgres import Database
 
+# One round trip for a delivery and for a redelivery alike: the subquery reads the snapshot from before the
+# INSERT, so it finds no row for a new event and the existing row's `processed` for a redelivery.
 _RECORD_EVENT = """
-INSERT INTO payment_events (stripe_event_id, type, provider_payment_id, stripe_created, livemode, payload)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-ON CONFLICT (stripe_event_id) DO NOTHING
-RETURNING id
+WITH inserted AS (
+    INSERT INTO payment_events (stripe_event_id, type, provider_payment_id, stripe_created, livemode, payload)
+    VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+    ON CONFLICT (stripe_event_id) DO NOTHING
+    RETURNING id
+)
+SELECT EXISTS (SELECT FROM inserted) AS new,
+       (SELECT processed FROM payment_events WHERE stripe_event_id = $1) AS processed
 """
 
 
@@ -27,12 +33,13 @@ class Ledger:
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def record(self, event: dict[str, Any], provider_payment_id: str | None) -> bool:
-        """Insert the event into the ledger; False if it was there already (a redelivery)."""
+        """Insert the event into the ledger; whether to apply it: False if it was there and processed already
+        (a redelivery), True if new or left unprocessed (a crash, or a concurrent delivery still applying it)."""
         rows = await self._db.fetch(
             _RECORD_EVENT, event["id"], event["type"], provider_payment_id, int(event.get("created") or 0),
             bool(event.get("livemode", False)), json.dumps(event),
         )
-        return bool(rows)
+        return bool(rows[0]["new"]) or not rows[0]["processed"]
 
     async def record_invalid(self, event_id: str, event_type: str, error: str, body: str) -> None:
         """Ledger a signed event that failed validation: processed, outcome `invalid`, raw body kept as text."""
@@ -62,10 +69,6 @@ class Ledger:
             event["id"], json.dumps(event), event["type"], int(event["created"]), bool(event.get("livemode")),
             provider_payment_id,
         )
-
-    async def processed(self, event_id: str) -> bool:
-        rows = await self._db.fetch("SELECT processed FROM payment_events WHERE stripe_event_id = $1", event_id)
-        return bool(rows and rows[0]["processed"])
 
     async def mark_processed(self, event_id: str, outcome: str) -> None:
         """Record the outcome; `applied` is never overwritten (a concurrent duplicate sees `stale`)."""
