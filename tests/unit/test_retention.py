@@ -127,13 +127,19 @@ async def test_a_payment_waits_for_its_refund_to_be_mirrored_and_the_refund_goes
     assert [row.status for row in world.store.rows.payments.values()] == ["partially_refunded"]
 
 
-async def test_a_replaced_or_changed_resource_is_not_deleted() -> None:
+async def _due_now() -> tuple[World, Retention]:
+    """A paid payment with retention 0, noted and due."""
     world, clock = World(), Clock()
     with k8s_events():
         body = await _paid(world)
     retention = _retention(world, 0, clock)
     clock.now = _at(body)
     retention.note(PaymentIntent.parse(body))
+    return world, retention
+
+
+async def test_a_replaced_or_changed_resource_is_not_deleted() -> None:
+    world, retention = await _due_now()
     world.kube.objects[(PAYMENT_INTENTS, "shop", "order-1")]["metadata"]["uid"] = "someone-else"
     await retention.sweep()
     assert (PAYMENT_INTENTS, "shop", "order-1") in world.kube.objects
@@ -141,12 +147,7 @@ async def test_a_replaced_or_changed_resource_is_not_deleted() -> None:
 
 
 async def test_an_outage_keeps_what_was_due_for_the_next_sweep() -> None:
-    world, clock = World(), Clock()
-    with k8s_events():
-        body = await _paid(world)
-    retention = _retention(world, 0, clock)
-    clock.now = _at(body)
-    retention.note(PaymentIntent.parse(body))
+    world, retention = await _due_now()
     world.kube.fail_next("delete_custom", KubeUnavailable("Kubernetes API answered 503"))
     with pytest.raises(KubeUnavailable):
         await retention.sweep()

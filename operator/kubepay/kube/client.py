@@ -109,23 +109,11 @@ def _environment_read_once(api: client.ApiClient) -> client.ApiClient:
     return api
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-
-
-def _skip_env_lookups(api: client.ApiClient) -> None:
-    """kubernetes_asyncio's session trusts the environment, so aiohttp looks proxies and ~/.netrc up in a
-    thread on every request (two thread hand-offs per call, a hot spot in the controller's profile). Without
-    proxy variables that finds nothing; the session then skips it. With them, nothing changes."""
-    if not any(os.environ.get(name) for name in PROXY_VARIABLES):
-        api.rest_client.pool_manager._trust_env = False
-
-
 class KubeClient:
     """The few typed calls kubepay makes; failures map to Conflict, NotFound, Invalid or KubeUnavailable."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
-        _skip_env_lookups(api)
         self._custom = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._authentication = client.AuthenticationV1Api(api)
