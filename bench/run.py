@@ -37,6 +37,7 @@ from kubernetes_asyncio import watch as k8s_watch
 from tests.helpers import GROUP, PLURAL, VERSION, Kube, sign, stripe_event
 
 from bench import scale
+from bench.cpu import CpuMeter
 from bench.stats import fixed_windows, max_sliding_window, median, percentile
 from kubepay.stripe.rate_limit import TokenBucket
 from kubepay_sandbox.processes import KubepayProcess
@@ -185,13 +186,17 @@ async def create_batch(kube: Kube, namespace: str, names: list[str]) -> dict[str
 
 
 async def controller_throughput(sandbox: Sandbox, kube: Kube, namespace: str, watch: PendingWatch,
-                                names: list[str], rate: float) -> dict[str, Any]:
+                                names: list[str], rate: float, operator: KubepayProcess) -> dict[str, Any]:
     await sandbox.stripe.clear_requests_log()
+    assert operator.pid is not None
+    cpu = CpuMeter(operator.pid)
+    cpu.start()
     started, started_wall = time.monotonic(), time.time()
     created = await create_batch(kube, namespace, names)
     all_created = time.monotonic() - started
     await watch.wait_all(names, timeout=60 + 3 * len(names) / rate)
     elapsed = max(watch.seen[name] for name in names) - started
+    controller_ms = 1000 * cpu.process_s() / len(names)
     requests = await sandbox.stripe.requests_log()
     creates = [r for r in requests if r["method"] == "POST" and r["path"] == "/v1/payment_intents"]
     times = [float(r["time"]) for r in requests]
@@ -219,6 +224,11 @@ async def controller_throughput(sandbox: Sandbox, kube: Kube, namespace: str, wa
         "stripe_max_sliding_1s": max_sliding_window(times),
         "stripe_max_sliding_1s_after_first_s": max_sliding_window([t for t in times if t >= min(times) + 1.0])
         if times else 0,
+        # CPU until every resource is Pending (its mirror step may still run): the controller's own ceiling,
+        # were a core its alone, and how busy the machine was (everything of the sandbox shares it).
+        "controller_cpu_ms_per_resource": round(controller_ms, 2),
+        "controller_ceiling_per_s": round(1000 / controller_ms, 1),
+        "machine_busy_share": round(cpu.machine_busy_share(), 3),
         "create_to_pending_ms": {"median": ms(median(latencies)), "p95": ms(percentile(latencies, 95)),
                                  "max": ms(max(latencies))},
     }
@@ -436,7 +446,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await arrivals.start()
             names = [f"pi-{i:05d}" for i in range(args.creates)]
             report["controller"] = await controller_throughput(sandbox, kube, tenant.namespace, watch, names,
-                                                               args.rate)
+                                                               args.rate, operator)
             log(f"controller: {json.dumps(report['controller'])}")
 
             # More Pending resources for the webhook rounds (setup, not measured).
@@ -507,6 +517,8 @@ def render(report: dict[str, Any]) -> str:
         f"{c['stripe_max_sliding_1s_after_first_s']}",
         f"   create -> Pending: median {c['create_to_pending_ms']['median']} ms, "
         f"p95 {c['create_to_pending_ms']['p95']} ms",
+        f"   controller CPU {c['controller_cpu_ms_per_resource']} ms per resource (ceiling with a core of its own "
+        f"{c['controller_ceiling_per_s']}/s); machine busy {c['machine_busy_share']:.0%}",
         f"2. webhook: {len(w['rounds'])} rounds x {w['rounds'][0]['deliveries']} signed deliveries, "
         f"concurrency {w['concurrency']}: {w['requests_per_s_median']} req/s "
         f"(first deliveries {w['first_per_s_median']}/s, redeliveries {w['duplicates_per_s_median']}/s)",
