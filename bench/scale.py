@@ -109,18 +109,14 @@ async def restart_priority(sandbox: Sandbox, tenant: Tenant, kube: Kube, unfinis
             "catch_up_reads_per_s": round(len(reads) / (max(reads) - min(reads)), 1) if len(reads) > 1 else None}
 
 
-async def finished_memory(tenant: Tenant, kube: Kube, total: int) -> dict[str, Any]:
-    empty = tenant.process("operator")
-    await empty.start()
-    baseline = await _settled_rss(empty, quiet_s=6)
-    await tenant.stop_processes()
-    finished = total * 9 // 10
-    names = [f"mem-{i:05d}" for i in range(total)]
+async def _listed_rss(tenant: Tenant, kube: Kube, prefix: str, total: int, finished: int) -> float:
+    """The settled RSS of a controller that starts with `total` PaymentIntents, the first `finished` of them
+    finished and mirrored (as the controller leaves them), the rest Pending and recently synced."""
+    names = [f"{prefix}-{i:05d}" for i in range(total)]
 
     async def make(name: str) -> None:
-        index = int(name.removeprefix("mem-"))
+        done = int(name.rpartition("-")[2]) < finished
         await kube.create_pi(tenant.namespace, name, {"orderId": name, "amount": 1200, "currency": "usd"})
-        done = index < finished
         await _patch_status(kube, tenant.namespace, name, {
             "phase": "Succeeded" if done else "Pending", "paymentId": "-", "amountRefunded": 0,
             "amountReceived": 1200 if done else 0, "published": ["initiated", "succeeded"] if done else ["initiated"],
@@ -132,12 +128,36 @@ async def finished_memory(tenant: Tenant, kube: Kube, total: int) -> dict[str, A
 
     await _each(names, make)
     operator = tenant.process("operator", KUBEPAY_RESYNC_SECONDS="3600")
-    await operator.start()
+    await operator.start(ready_timeout=120)
     rss = await _settled_rss(operator)
     await tenant.stop_processes()
+    return rss
+
+
+async def finished_memory(sandbox: Sandbox, tenant: Tenant, kube: Kube, total: int) -> dict[str, Any]:
+    """RSS per 1,000 of each: finished payments and unfinished ones (a tenth as many, in a namespace of their
+    own), against an empty controller."""
+    empty = tenant.process("operator")
+    await empty.start()
+    baseline = await _settled_rss(empty, quiet_s=6)
+    await tenant.stop_processes()
+    finished, unfinished = total * 9 // 10, total // 10
+    rss = await _listed_rss(tenant, kube, "mem", total, finished)
+    alone = await sandbox.tenant("memory-unfinished")
+    alone_kube = await Kube.connect(alone.env["KUBECONFIG"])
+    try:
+        rss_unfinished = await _listed_rss(alone, alone_kube, "open", unfinished, 0)
+    finally:
+        await alone_kube.close()
+        await alone.stop_processes()
+    per_unfinished = (rss_unfinished - baseline) / unfinished * 1000
+    per_finished = (rss - baseline - per_unfinished * (total - finished) / 1000) / finished * 1000
     per_1000 = (rss - baseline) / total * 1000
     return {"resources": total, "finished": finished, "rss_mib": rss, "rss_mib_none": baseline,
             "rss_mib_per_1000": round(per_1000, 1),
+            "rss_mib_per_1000_finished": round(per_finished, 1),
+            "rss_mib_per_1000_unfinished": round(per_unfinished, 1),
+            "rss_mib_unfinished_only": rss_unfinished, "unfinished_only": unfinished,
             "rss_mib_10k_estimate": round(baseline + per_1000 * 10, 1)}
 
 
@@ -150,7 +170,7 @@ async def scale(sandbox: Sandbox, n: int) -> dict[str, Any]:
             if scenario == "restart":
                 report["restart"] = await restart_priority(sandbox, tenant, kube, n // 2)
             else:
-                report["memory"] = await finished_memory(tenant, kube, n)
+                report["memory"] = await finished_memory(sandbox, tenant, kube, n)
             log(f"{scenario}: {report[scenario]}")
         finally:
             await kube.close()
