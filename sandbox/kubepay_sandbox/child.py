@@ -14,6 +14,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -34,12 +35,39 @@ HOST = "127.0.0.1"
 _RUNNING: set[ChildProcess] = set()
 
 
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _listening_ports() -> range:
+    """Ports below the kernel's ephemeral range (where every outgoing connection takes its source port)."""
+    try:
+        low = int(EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, low) if low > 12000 else range(61000, 65536)
+
+
 def free_port() -> int:
-    """Ask the kernel for a currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now, for a server started next.
+
+    Not one the kernel picks for ``bind(0)``: that comes from the ephemeral range, where any client's
+    outgoing connection may take it as its source port before the server binds it (CI saw PostgreSQL
+    fail to start that way). A random port below the range, never handed out twice by this process.
+    """
+    ports = _listening_ports()
+    for _ in range(1000):
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise OSError(f"no free TCP port in {ports.start}-{ports.stop - 1} on {HOST}")
 
 
 def package_file(package: str, distribution: str, relative: str, error: type[Exception]) -> Path:
