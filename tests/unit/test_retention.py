@@ -12,6 +12,7 @@ from kubepay.controller.reconcile import LoopState, Resync
 from kubepay.controller.retention import REFUND_WAIT, Retention
 from kubepay.kube.client import KubeClient, KubeUnavailable
 from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, PaymentIntent, PaymentRefund
+from kubepay.postgres import StoreUnavailable
 from tests.unit.fakes import World, k8s_events
 from tests.unit.test_reconcile_loop import SPEC, _created, _intent_step, _succeed
 
@@ -185,3 +186,17 @@ async def test_a_payment_recreated_under_its_old_name_is_not_charged_again() -> 
     with k8s_events():
         await registry.ensure_stripe_intent(body=kopf.Body(other), memo=kopf.Memo(runtime=world.runtime), retry=0)
     assert world.stripe.calls.count("create_intent") == 2
+
+
+async def test_while_postgresql_is_down_a_new_payment_waits_and_says_so() -> None:
+    world = World()
+    body = world.kube.add(PAYMENT_INTENTS, SPEC)
+    world.store.rows.fail_next("find_by_order", StoreUnavailable("PostgreSQL unreachable"))
+    with k8s_events() as posted, pytest.raises(kopf.TemporaryError):
+        await registry.ensure_stripe_intent(body=kopf.Body(body), memo=kopf.Memo(runtime=world.runtime), retry=0)
+    assert world.stripe.calls == []  # nothing reaches Stripe before the check could be made
+    assert posted.reasons() == ["Retrying"]
+    with k8s_events():
+        await registry.ensure_stripe_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)),
+                                            memo=kopf.Memo(runtime=world.runtime), retry=1)
+    assert world.stripe.calls == ["create_intent"]

@@ -55,14 +55,9 @@ async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, 
         message = f"Stripe would refuse the spec, so it was not sent: {describe(problems)}"
         await _fail_for_good(rt, body, pi, "SpecInvalid", message,
                              {"code": "spec_invalid", "message": describe(problems)})
-    if not adopt and (earlier := await _paid_under_this_name(rt, pi)):
-        message = (f"Payment {earlier.id} for order {pi.spec.order_id} under this name was paid already (Stripe "
-                   f"PaymentIntent {earlier.provider_payment_id}); a PaymentIntent re-created under the same name "
-                   "(e.g. by GitOps after retention deleted it) is not charged again. Use a new name to charge again.")
-        await write_not_synced(rt.kube, pi, "AlreadyPaid", message)
-        k8s_events.warn(body, "AlreadyPaid", message)
-        raise kopf.PermanentError(message)
     try:
+        if not adopt and (earlier := await _paid_under_this_name(rt, pi)):
+            await _refuse_repeat(rt, body, pi, earlier)
         intent = await (adopt_intent(rt, pi, adopt) if adopt else create_intent(rt, pi))
     except AdoptionRefused as exc:
         await write_not_synced(rt.kube, pi, "AdoptionRefused", str(exc))
@@ -81,6 +76,15 @@ async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, 
     verb = "Adopted" if adopt else "Created"
     k8s_events.info(body, f"StripeIntent{verb}",
                     f"{verb} Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}")
+
+
+async def _refuse_repeat(rt: Runtime, body: kopf.Body, pi: PaymentIntent, earlier: PaymentRow) -> NoReturn:
+    message = (f"Payment {earlier.id} for order {pi.spec.order_id} under this name was paid already (Stripe "
+               f"PaymentIntent {earlier.provider_payment_id}); a PaymentIntent re-created under the same name "
+               "(e.g. by GitOps after retention deleted it) is not charged again. Use a new name to charge again.")
+    await write_not_synced(rt.kube, pi, "AlreadyPaid", message)
+    k8s_events.warn(body, "AlreadyPaid", message)
+    raise kopf.PermanentError(message)
 
 
 async def _paid_under_this_name(rt: Runtime, pi: PaymentIntent) -> PaymentRow | None:
