@@ -95,8 +95,8 @@ async def test_the_resources_own_ttl_wins_over_the_controllers() -> None:
     own = {**body, "spec": {**body["spec"], "ttlSecondsAfterFinished": 60}}
     assert _retention(world, None, clock).due_at(PaymentIntent.parse(own)) == _at(body) + 60
     assert _retention(world, DAY, clock).due_at(PaymentIntent.parse(own)) == _at(body) + 60
-    kept = {**body, "spec": {**body["spec"], "ttlSecondsAfterFinished": 0}}
-    assert _retention(world, DAY, clock).due_at(PaymentIntent.parse(kept)) == _at(body)
+    at_once = {**body, "spec": {**body["spec"], "ttlSecondsAfterFinished": 0}}
+    assert _retention(world, DAY, clock).due_at(PaymentIntent.parse(at_once)) == _at(body)
 
 
 async def test_a_payment_waits_for_its_refund_to_be_mirrored_and_the_refund_goes_too() -> None:

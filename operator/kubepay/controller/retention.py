@@ -85,7 +85,7 @@ class Retention:
 
     @property
     def pending(self) -> int:
-        """Resources waiting for their time (a gauge for tests and metrics)."""
+        """How many resources wait for their time."""
         return len(self._due)
 
     async def run(self) -> None:
