@@ -95,6 +95,31 @@ async def test_a_row_postgresql_refuses_for_good_does_not_hold_back_the_messages
     assert world.publisher.topics() == ["payments.initiated"]
 
 
+async def test_a_milestone_published_beside_a_refused_row_is_not_sent_again_before_the_watermark_echoes() -> None:
+    # CI saw payments.succeeded twice: the step that published it raised the row's refusal, and the next step
+    # (on a body the watch delivered before the watermark write echoed) did not know it was sent.
+    world = World()
+    with k8s_events():
+        await _created(world)
+        state = LoopState(phase=None, resync=None)
+        await _intent_step(world, state)
+        _succeed(world)
+        state.resync = Resync.CATCH_UP
+        await _intent_step(world, state)  # status is Succeeded now; the next step mirrors it
+        stale = world.kube.body(PAYMENT_INTENTS)
+        world.store.rows.fail_next("upsert", StoreRejected("PostgreSQL refused the data: check constraint"))
+        with pytest.raises(StoreRejected):
+            await _intent_step(world, state)
+        assert world.publisher.topics() == ["payments.initiated", "payments.succeeded", "orders.status"]
+        succeeded = world.kube.body(PAYMENT_INTENTS)
+        succeeded["status"]["published"] = stale["status"]["published"]  # the watermark write not seen yet
+        world.store.rows.fail_next("upsert", StoreRejected("PostgreSQL refused the data: check constraint"))
+        with pytest.raises(StoreRejected):
+            await payment_intents.step(world.runtime, kopf.Body(succeeded), PaymentIntent.parse(succeeded), state)
+    assert world.publisher.topics() == ["payments.initiated", "payments.succeeded", "orders.status"]
+    assert world.kube.status(PAYMENT_INTENTS)["published"] == ["initiated", "succeeded"]
+
+
 async def test_a_paused_payment_is_left_alone_and_resynced_on_resume() -> None:
     world = World()
     state = LoopState(phase=None, resync=None)

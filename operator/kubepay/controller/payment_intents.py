@@ -120,7 +120,7 @@ async def step(rt: Runtime, body: kopf.Body, pi: PaymentIntent, state: LoopState
         await resync(rt, pi, state.resync)
     state.resync = None
     await _follow_spec(rt, body, pi)
-    state.published = await downstream.sync(pi, rt.store, rt.publisher, rt.kube, rt.settings, state.published)
+    await downstream.sync(pi, rt.store, rt.publisher, rt.kube, rt.settings, state.published)
     return True
 
 
@@ -185,8 +185,7 @@ async def finalize(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int, 
         await apply_observation(rt.kube, PAYMENT_INTENTS, meta, observe_intent(intent))
         async with state.lock:
             fresh = PaymentIntent.parse(await rt.kube.get_custom(PAYMENT_INTENTS, meta.namespace, meta.name))
-            state.published = await downstream.sync(fresh, rt.store, rt.publisher, rt.kube, rt.settings,
-                                                    state.published)
+            await downstream.sync(fresh, rt.store, rt.publisher, rt.kube, rt.settings, state.published)
     except (StripeRejected, *RETRYABLE) as exc:
         if retry + 1 >= FINALIZER_MAX_TRIES:
             k8s_events.warn(body, "CancelFailed", f"Gave up after {retry + 1} tries; Stripe PaymentIntent "

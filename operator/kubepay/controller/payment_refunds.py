@@ -93,8 +93,7 @@ async def step(rt: Runtime, body: kopf.Body, refund: PaymentRefund, state: LoopS
                         f"The refund's phase changed from {state.phase} to {phase}" if state.phase
                         else f"The refund's phase is {phase}")
         state.phase = phase.value
-    state.published = await downstream.sync(refund, rt.store, rt.publisher, rt.kube, rt.settings, state.published,
-                                            parent)
+    await downstream.sync(refund, rt.store, rt.publisher, rt.kube, rt.settings, state.published, parent)
     return True
 
 

@@ -137,19 +137,13 @@ def settled(resource: Resource) -> bool:
     return phase is None or not messages.due(phase, resource.status.published)
 
 
-def _published(resource: Resource, known: Sequence[str]) -> list[str]:
-    """What status says was published, plus what this process published and may not see echoed yet."""
-    return list(dict.fromkeys([*resource.status.published, *known]))
-
-
 async def _record(kube: KubeClient, resource: Resource, published: list[str], new: list[str],
-                  mirrored: str | None) -> list[str]:
+                  mirrored: str | None) -> None:
     """The watermark and the row's digest: only the controller writes them, one step at a time per resource,
     so no precondition."""
     meta = resource.meta
     patch: dict[str, object] = {}
     if new:
-        published = published + new
         patch["published"] = published
     if mirrored:
         patch["mirrored"] = mirrored
@@ -158,7 +152,6 @@ async def _record(kube: KubeClient, resource: Resource, published: list[str], ne
     if new:
         log.info("published %s for %s/%s", ",".join(new), meta.namespace, meta.name,
                  extra=logs.about(meta.about(), resource.kind))
-    return published
 
 
 async def sync(
@@ -167,19 +160,20 @@ async def sync(
     publisher: Publisher,
     kube: KubeClient,
     settings: Settings,
-    known_published: Sequence[str] = (),
+    known: list[str],
     parent: PaymentIntent | None = None,
-) -> list[str]:
+) -> None:
     """Upsert the row, publish what the phase implies and was not published, then record it.
 
-    `known_published` is what this process recorded itself and may not have seen echoed back by the
-    watch yet; `parent` is a refund's PaymentIntent. Returns the full published list.
+    `known` is what this process published for the resource and may not have seen echoed back by the watch
+    yet: each milestone joins it as soon as its messages are out, so a refusal or a cancellation after that
+    cannot make the next step publish it again. `parent` is a refund's PaymentIntent.
     """
-    published = _published(resource, known_published)
-    plan = (_intent_plan(resource, published, settings) if isinstance(resource, PaymentIntent)
-            else _refund_plan(resource, parent, published, settings))
+    known[:] = dict.fromkeys([*resource.status.published, *known])
+    plan = (_intent_plan(resource, known, settings) if isinstance(resource, PaymentIntent)
+            else _refund_plan(resource, parent, known, settings))
     if plan is None:
-        return published
+        return
     refused: list[Exception] = []  # a row or message refused for good does not hold back the others
     mirrored: str | None = digest(resource)
     if mirrored == resource.status.mirrored:
@@ -198,8 +192,8 @@ async def sync(
             refused.append(exc)
             continue
         sent.append(milestone)
+        known.append(milestone)
     if sent or mirrored:
-        published = await _record(kube, resource, published, sent, mirrored)
+        await _record(kube, resource, known, sent, mirrored)
     if refused:
         raise refused[0]
-    return published
