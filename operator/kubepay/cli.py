@@ -32,7 +32,7 @@ def run_operator(args: argparse.Namespace) -> None:
     logs.setup(settings.log_level)
     import kopf
 
-    from kubepay.controller import registry
+    from kubepay.controller import peering, registry
 
     if settings.admission_port:
         registry.register_admission()
@@ -43,6 +43,7 @@ def run_operator(args: argparse.Namespace) -> None:
             namespaces=[settings.namespace] if settings.namespace else (),
             standalone=settings.peering_name is None,
             peering_name=settings.peering_name,
+            identity=peering.IDENTITY,  # type: ignore[arg-type]  # kopf's NewType of str
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
             memo=kopf.Memo(settings=settings),
         )

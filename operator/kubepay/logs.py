@@ -47,16 +47,6 @@ def about(meta: Mapping[str, Any], kind: str = "PaymentIntent", event_id: str | 
 
 
 # kopf's success lines of the watch-event handlers (controller.registry's `changed_*`): they run on every change.
-_WATCH_EVENT_SUCCESS = re.compile(r"Handler 'changed_\w+' succeeded\.")
-
-
-class QuietSuccesses(logging.Filter):
-    """Drops kopf's "Handler 'changed_intent' succeeded." lines: one per watch event would drown the rest."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and _WATCH_EVENT_SUCCESS.fullmatch(record.getMessage()))
-
-
 class Throttle(logging.Filter):
     """Client libraries that retry on their own log every try: aiokafka about 30 lines a second while Kafka
     refuses connections. Lets one line per logger and message (digits aside) through every `seconds`; the
@@ -95,6 +85,5 @@ def setup(level: str = "INFO") -> None:
     for handler in root.handlers:
         handler.addFilter(Redactor())
         handler.addFilter(Throttle(("aiokafka", "asyncpg")))
-    logging.getLogger("kopf.objects").addFilter(QuietSuccesses())
     for noisy in ("aiokafka", "kubernetes_asyncio", "stripe"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -155,10 +155,13 @@ class Sender:
             delay = min(1.0, delay * 2)
 
 
+CRASH_MARKS = ("failed unexpectedly", "the controller stopped", "failed with an exception")  # workers', kopf's
+
+
 def handler_crashes(operator: KubepayProcess) -> list[str]:
-    """Controller log lines of kopf handlers or daemons that died of an unexpected exception: those are retried
-    only after kopf's 60 s, so every outage must surface as an error kubepay expects and retries itself."""
-    return [line[:500] for line in operator.logs().splitlines() if "failed with an exception" in line]
+    """Controller log lines of work that died of an unexpected exception (a worker retries it only after 30 s,
+    kopf's start-up handlers after 60 s): every outage must surface as an error kubepay expects and retries."""
+    return [line[:500] for line in operator.logs().splitlines() if any(m in line for m in CRASH_MARKS)]
 
 
 def event_body(event: dict[str, Any]) -> bytes:

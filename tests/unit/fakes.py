@@ -8,7 +8,6 @@ with `fail_next`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import functools
@@ -17,14 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import kopf
-from kopf._core.engines import posting
-
 from kubepay import config
+from kubepay.controller import payment_intents, payment_refunds, refusals
+from kubepay.controller.pool import Controller
 from kubepay.controller.retention import Retention
 from kubepay.controller.runtime import Runtime
+from kubepay.controller.standby import Standby
 from kubepay.kube import k8s_events as k8s_events_module
 from kubepay.kube.client import Conflict, KubeClient, NotFound
+from kubepay.kube.k8s_events import K8sEvent
+from kubepay.kube.watch import Change, Seen
 from kubepay.mirror.messages import Message
 from kubepay.mirror.publisher import Publisher
 from kubepay.mirror.rows import PaymentRow, RefundRow
@@ -33,6 +34,7 @@ from kubepay.store import Store
 from kubepay.stripe.gateway import StripeGateway
 
 _uids = itertools.count(1)
+KINDS = {"PaymentIntent": payment_intents.KIND, "PaymentRefund": payment_refunds.KIND}
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +117,21 @@ class FakeKube(Failures):
         self.objects[key] = updated
         self.status_writes.append(copy.deepcopy(patch))
         return copy.deepcopy(updated)
+
+    async def set_finalizers(self, plural: str, namespace: str, name: str, finalizers: list[str],
+                             resource_version: str) -> dict[str, Any]:
+        self.check("set_finalizers")
+        current = self.objects.get((plural, namespace, name))
+        if current is None:
+            raise NotFound(f"{plural} {namespace}/{name}")
+        if resource_version != current["metadata"]["resourceVersion"]:
+            raise Conflict("the object has been modified")
+        if not finalizers and current["metadata"].get("deletionTimestamp"):
+            del self.objects[(plural, namespace, name)]  # the last finalizer went: the object goes
+            return copy.deepcopy(current)
+        current["metadata"]["finalizers"] = list(finalizers)
+        current["metadata"]["resourceVersion"] = str(next(self._versions))
+        return copy.deepcopy(current)
 
     async def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         self.check("list_custom")
@@ -312,26 +329,11 @@ class World:
                        retention=Retention(kube, settings.retain_finished))
 
 
-@dataclass(frozen=True)
-class PostedEvent:
-    type: str
-    reason: str
-    message: str
-
-
 class Posted:
     """The k8s events posted so far, in order."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[posting.K8sEvent] = asyncio.Queue()
-        self._seen: list[PostedEvent] = []
-
-    @property
-    def all(self) -> list[PostedEvent]:
-        while not self.queue.empty():
-            event = self.queue.get_nowait()
-            self._seen.append(PostedEvent(event.type, event.reason, event.message))
-        return list(self._seen)
+        self.all: list[K8sEvent] = []
 
     def reasons(self) -> list[str]:
         return [event.reason for event in self.all]
@@ -339,16 +341,28 @@ class Posted:
 
 @contextlib.contextmanager
 def k8s_events() -> Iterator[Posted]:
-    """Collect the k8s events handlers post (kopf queues them for its poster task; here nobody posts them)."""
+    """Collect the k8s events handlers post (the controller's poster task would post them)."""
     posted = Posted()
-    settings = kopf.OperatorSettings()
-    k8s_events_module.configure(settings)
-    tokens = (posting.event_queue_var.set(posted.queue),
-              posting.event_queue_loop_var.set(asyncio.get_running_loop()),
-              posting.settings_var.set(settings))
+    before = k8s_events_module.capture(posted.all.append)
     try:
         yield posted
     finally:
-        posting.event_queue_var.reset(tokens[0])
-        posting.event_queue_loop_var.reset(tokens[1])
-        posting.settings_var.reset(tokens[2])
+        k8s_events_module.capture(before)
+
+
+async def create(world: World, body: dict[str, Any], retry: int = 0) -> None:
+    """The creation handler of the body's kind, with the controller's error policy (Retry, GiveUp)."""
+    kind = KINDS[body["kind"]]
+    await refusals.guarded(kind.create(world.runtime, body, kind.parse(body), retry), world.runtime.kube,
+                           kind.plural, body, retry)
+
+
+def controller(world: World) -> Controller:
+    """The controller without watches and workers: tests feed it watch events and handle what is due."""
+    return Controller(world.runtime, list(KINDS.values()), Standby(None, None, None, "unit", 0))
+
+
+async def changed(ctrl: Controller, body: dict[str, Any], seen: Seen = Seen.MODIFIED) -> None:
+    """One watch event, and whatever it makes due handled."""
+    ctrl.seen(KINDS[body["kind"]].plural, Change(seen, body))
+    await ctrl.handle_due()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from kubepay.controller import registry
-from kubepay.logs import QuietSuccesses, Throttle
+from kubepay.logs import Throttle
 
 
 def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
@@ -33,14 +32,3 @@ def test_other_messages_and_other_loggers_are_left_alone() -> None:
     assert throttle.filter(_record("aiokafka.cluster", "Unable to update metadata from %s", [111]))
     assert throttle.filter(_record("aiokafka.conn", "Unable connect to node with id %s", 111))
     assert all(throttle.filter(_record("kopf.objects", "Handler 'mirror' failed")) for _ in range(5))
-
-
-def test_the_watch_event_handlers_success_lines_are_dropped_and_no_others() -> None:
-    quiet = QuietSuccesses()
-    handlers = [name for name in vars(registry) if name.startswith("changed_")]
-    assert handlers == ["changed_intent", "changed_refund"]
-    for name in handlers:
-        assert not quiet.filter(logging.LogRecord("kopf", logging.INFO, __file__, 1, f"Handler '{name}' succeeded.",
-                                                  None, None))
-    kept = logging.LogRecord("kopf", logging.INFO, __file__, 1, "Handler 'stripe-intent' succeeded.", None, None)
-    assert quiet.filter(kept)

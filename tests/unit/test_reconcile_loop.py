@@ -1,34 +1,33 @@
-"""The reconcile loop and each kind's step as plain async functions: transitions, the watermark, resync,
-refunds, and which failures are retried, reported or raised."""
+"""Each kind's step and the controller's handling of a resource: transitions, the watermark, resync, refunds,
+which failures are retried, reported or raised, and what a finished resource keeps (nothing)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import kopf
 import pytest
 
-from kubepay.controller import payment_intents, payment_refunds, reconcile, registry
+from kubepay.controller import handling, payment_intents, payment_refunds
+from kubepay.controller.handling import Again, Tracked
+from kubepay.controller.outcomes import GiveUp
 from kubepay.controller.reconcile import LoopState, Resync
-from kubepay.kube.client import Invalid, KubeUnavailable
+from kubepay.kube.watch import Change, Seen
 from kubepay.mirror.publisher import PublishFailed, PublishRejected
 from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, PaymentIntent, PaymentRefund
 from kubepay.postgres import StoreRejected, StoreUnavailable
-from tests.unit.fakes import World, k8s_events
+from tests.unit.fakes import World, changed, controller, create, k8s_events
 
 SPEC = {"orderId": "1111", "amount": 1200, "currency": "usd"}
 QUIET_SINCE = "2026-01-01T00:00:00Z"
 
 
 async def _created(world: World) -> None:
-    body = world.kube.add(PAYMENT_INTENTS, SPEC)
-    await registry.ensure_stripe_intent(body=kopf.Body(body), memo=kopf.Memo(runtime=world.runtime), retry=0)
+    await create(world, world.kube.add(PAYMENT_INTENTS, SPEC))
 
 
 async def _intent_step(world: World, state: LoopState) -> bool:
     body = world.kube.body(PAYMENT_INTENTS)
-    return await payment_intents.step(world.runtime, kopf.Body(body), PaymentIntent.parse(body), state)
+    return await payment_intents.step(world.runtime, body, PaymentIntent.parse(body), state)
 
 
 def _succeed(world: World) -> None:
@@ -64,7 +63,7 @@ async def test_what_this_process_published_is_not_sent_again_before_the_watermar
         await _intent_step(world, state)
         body = world.kube.body(PAYMENT_INTENTS)
         body["status"].pop("published")  # the watch has not shown our own watermark write yet
-        await payment_intents.step(world.runtime, kopf.Body(body), PaymentIntent.parse(body), state)
+        await payment_intents.step(world.runtime, body, PaymentIntent.parse(body), state)
     assert world.publisher.topics() == ["payments.initiated"]
 
 
@@ -115,7 +114,7 @@ async def test_a_milestone_published_beside_a_refused_row_is_not_sent_again_befo
         succeeded["status"]["published"] = stale["status"]["published"]  # the watermark write not seen yet
         world.store.rows.fail_next("upsert", StoreRejected("PostgreSQL refused the data: check constraint"))
         with pytest.raises(StoreRejected):
-            await payment_intents.step(world.runtime, kopf.Body(succeeded), PaymentIntent.parse(succeeded), state)
+            await payment_intents.step(world.runtime, succeeded, PaymentIntent.parse(succeeded), state)
     assert world.publisher.topics() == ["payments.initiated", "payments.succeeded", "orders.status"]
     assert world.kube.status(PAYMENT_INTENTS)["published"] == ["initiated", "succeeded"]
 
@@ -144,14 +143,12 @@ async def test_a_refund_is_created_once_mirrored_and_moves_its_parent() -> None:
         await _intent_step(world, LoopState(phase=None, resync=Resync.CATCH_UP))
         refund_body = world.kube.add(PAYMENT_REFUNDS, {"paymentIntentName": "order-1", "amount": 200},
                                      name="back-1")
-        memo = kopf.Memo(runtime=world.runtime)
-        await registry.ensure_stripe_refund(body=kopf.Body(refund_body), memo=memo, retry=0)
-        await registry.ensure_stripe_refund(body=kopf.Body(world.kube.body(PAYMENT_REFUNDS, name="back-1")),
-                                            memo=memo, retry=0)
+        await create(world, refund_body)
+        await create(world, world.kube.body(PAYMENT_REFUNDS, name="back-1"))
         # Stripe's charge now shows the refund: the refund's transition refreshes the parent from Stripe.
         world.stripe.set_intent("pi_1", latest_charge={"id": "ch_1", "amount_refunded": 200})
         body = world.kube.body(PAYMENT_REFUNDS, name="back-1")
-        await payment_refunds.step(world.runtime, kopf.Body(body), PaymentRefund.parse(body),
+        await payment_refunds.step(world.runtime, body, PaymentRefund.parse(body),
                                    LoopState(phase=None, resync=None))
     assert world.stripe.calls.count("create_refund") == 1
     refund = world.kube.status(PAYMENT_REFUNDS, name="back-1")
@@ -170,8 +167,8 @@ async def test_a_refund_larger_than_what_is_left_is_refused_without_calling_stri
         _succeed(world)
         await _intent_step(world, LoopState(phase=None, resync=Resync.CATCH_UP))
         body = world.kube.add(PAYMENT_REFUNDS, {"paymentIntentName": "order-1", "amount": 5000}, name="too-much")
-        with pytest.raises(kopf.PermanentError):
-            await registry.ensure_stripe_refund(body=kopf.Body(body), memo=kopf.Memo(runtime=world.runtime), retry=0)
+        with pytest.raises(GiveUp):
+            await create(world, body)
     status = world.kube.status(PAYMENT_REFUNDS, name="too-much")
     assert (status["phase"], status["failure"]["code"], status["amount"]) == ("Failed", "exceeds_refundable_amount",
                                                                                5000)
@@ -179,51 +176,29 @@ async def test_a_refund_larger_than_what_is_left_is_refused_without_calling_stri
     assert posted.reasons()[-1] == "RefundRefused"
 
 
-class _Steps:
-    """A step that fails as told, then succeeds; it counts its calls."""
-
-    def __init__(self, *failures: BaseException) -> None:
-        self.failures = list(failures)
-        self.calls = 0
-
-    async def __call__(self) -> float | None:
-        self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return None
+async def _handled(world: World, tracked: Tracked, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(handling, "backoff", lambda retry: float(retry))
+    return await handling.handle(world.runtime, payment_intents.KIND, tracked, idle=False)
 
 
-async def _run_until(steps: _Steps, calls: int, refused: list[Any]) -> None:
-    signal = asyncio.Event()
-
-    async def on_refused(exc: Any) -> None:
-        refused.append(exc)
-
-    loop = asyncio.create_task(reconcile.reconcile(signal, steps, lambda: None, on_refused,
-                                                           reconcile.log))
-    try:
-        async with asyncio.timeout(10):
-            while steps.calls < calls and not loop.done():
-                signal.set()
-                await asyncio.sleep(0.01)
-        if loop.done():
-            await loop  # the loop ended: raise what ended it
-    finally:
-        loop.cancel()
-
-
-async def test_outages_are_retried_and_refusals_reported_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconcile, "backoff", lambda retry: 0.0)
-    refused: list[Any] = []
-    steps = _Steps(KubeUnavailable("503"), PublishFailed("Kafka unreachable"), Invalid("metadata.labels: bad"),
-                   Invalid("metadata.labels: bad"))
-    await _run_until(steps, calls=5, refused=refused)
-    assert [str(exc) for exc in refused] == ["metadata.labels: bad"]  # the same refusal is reported once
-
-
-async def test_an_unexpected_error_is_not_swallowed() -> None:
-    with pytest.raises(ZeroDivisionError):
-        await _run_until(_Steps(ZeroDivisionError()), calls=2, refused=[])
+async def test_outages_are_retried_with_backoff_and_refusals_reported_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World()
+    with k8s_events() as posted:
+        await _created(world)
+        tracked = Tracked(world.kube.body(PAYMENT_INTENTS), LoopState(phase=None, resync=None))
+        tracked.body["metadata"]["finalizers"] = [handling.FINALIZER]
+        world.store.rows.fail_next("upsert", StoreUnavailable("PostgreSQL unreachable"),
+                                   StoreUnavailable("PostgreSQL unreachable"))
+        assert await _handled(world, tracked, monkeypatch) == Again(1.0)
+        assert await _handled(world, tracked, monkeypatch) == Again(2.0)  # the backoff grows with the tries
+        world.store.rows.fail_next("upsert", StoreRejected("PostgreSQL refused the data: value too long"),
+                                   StoreRejected("PostgreSQL refused the data: value too long"))
+        assert await _handled(world, tracked, monkeypatch) is None  # refused for good: wait for a change
+        assert await _handled(world, tracked, monkeypatch) is None
+    assert posted.reasons().count("MirrorRefused") == 1  # the same refusal is reported once
+    again = await _handled(world, tracked, monkeypatch)  # the row goes in: the idle timer is next
+    assert again.idle and 540 <= again.after <= 660
+    assert [row.status for row in world.store.rows.payments.values()] == ["pending"]
 
 
 async def test_catching_up_skips_a_recently_settled_payment_and_reads_in_the_background() -> None:
@@ -239,34 +214,35 @@ async def test_catching_up_skips_a_recently_settled_payment_and_reads_in_the_bac
     assert world.kube.status(PAYMENT_INTENTS)["phase"] == "Succeeded"
 
 
-async def test_a_finished_payment_has_no_daemon_and_its_refund_is_mirrored_from_the_watch_event() -> None:
+async def test_a_finished_payment_keeps_no_state_and_its_refund_is_mirrored_from_the_watch_event() -> None:
     world = World()
+    ctrl = controller(world)
     with k8s_events() as posted:
-        await _created(world)
+        await changed(ctrl, world.kube.add(PAYMENT_INTENTS, SPEC), Seen.ADDED)
+        await changed(ctrl, world.kube.body(PAYMENT_INTENTS))
         _succeed(world)
-        await _intent_step(world, LoopState(phase=None, resync=Resync.CATCH_UP))  # the daemon's last step
-        memo = kopf.Memo(runtime=world.runtime)
-        body = world.kube.body(PAYMENT_INTENTS)
-        assert payment_intents.KIND.unfinished(body["status"]) is False  # kopf stops (never starts) the daemon
-        await registry.changed_intent(body=kopf.Body(body), memo=memo, logger=reconcile.log)
+        await world.kube.patch_status(PAYMENT_INTENTS, "shop", "order-1", {"phase": "Succeeded"}, None)
+        await changed(ctrl, world.kube.body(PAYMENT_INTENTS))  # mirrors it, and writes the watermark
+        await changed(ctrl, world.kube.body(PAYMENT_INTENTS))  # the watermark's echo: nothing left to do
         assert world.publisher.topics() == ["payments.initiated", "payments.succeeded", "orders.status"]
-        # A refund moves the finished payment: only the watch event's single step mirrors it.
+        assert ctrl.tracked == 0  # finished and mirrored: no body, no state, no timer
+        # A refund moves the finished payment: its watch event's step mirrors it, and announces the change.
         await world.kube.patch_status(PAYMENT_INTENTS, "shop", "order-1",
                                       {"phase": "PartiallyRefunded", "amountRefunded": 300}, None)
-        await registry.changed_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)), memo=memo,
-                                      logger=reconcile.log)
+        await changed(ctrl, world.kube.body(PAYMENT_INTENTS))
     assert [(row.status, row.amount_refunded) for row in world.store.rows.payments.values()] == [
         ("partially_refunded", 300)]
     assert world.publisher.topics() == ["payments.initiated", "payments.succeeded", "orders.status"]
+    assert posted.all[-1].message.startswith("The phase changed from Succeeded to PartiallyRefunded")
     assert posted.reasons()[-1] == "PartiallyRefunded"
 
 
-def test_only_unfinished_resources_get_a_daemon() -> None:
-    assert payment_intents.KIND.unfinished({"phase": "Failed"}) is True  # the customer may pay again
-    assert payment_intents.KIND.unfinished({}) is True
-    assert payment_intents.KIND.unfinished({"phase": "Canceled"}) is False
-    assert payment_refunds.KIND.unfinished({"phase": "Pending"}) is True
-    assert payment_refunds.KIND.unfinished({"phase": "Failed"}) is False
+def test_which_phases_are_final() -> None:
+    assert payment_intents.KIND.final({"phase": "Failed"}) is False  # the customer may pay again
+    assert payment_intents.KIND.final({}) is False
+    assert payment_intents.KIND.final({"phase": "Canceled"}) is True
+    assert payment_refunds.KIND.final({"phase": "Pending"}) is False
+    assert payment_refunds.KIND.final({"phase": "Failed"}) is True
 
 
 async def test_the_row_is_written_only_when_it_changes_and_a_finished_payment_costs_nothing_at_restart() -> None:
@@ -283,10 +259,10 @@ async def test_the_row_is_written_only_when_it_changes_and_a_finished_payment_co
         await _intent_step(world, state)  # nothing changed: no row write, no status write
         assert len(world.kube.status_writes) == writes
         # A restart: a new process sees the finished payment once, in the watch's initial listing.
-        memo = kopf.Memo(runtime=world.runtime)
-        await registry.changed_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)), memo=memo,
-                                      logger=reconcile.log)
-    assert (len(world.kube.status_writes), "loop" in memo) == (writes, False)
+        ctrl = controller(world)
+        ctrl.seen(PAYMENT_INTENTS, Change(Seen.RELISTING, {}))
+        await changed(ctrl, world.kube.body(PAYMENT_INTENTS), Seen.LISTED)
+    assert (len(world.kube.status_writes), ctrl.tracked) == (writes, 0)
     with pytest.raises(AssertionError, match="written again"):  # still unspent: nothing tried to write the row
         world.store.rows.check("upsert")
     assert [row.status for row in rows.values()] == ["succeeded"]
@@ -294,7 +270,7 @@ async def test_the_row_is_written_only_when_it_changes_and_a_finished_payment_co
 
 async def test_a_finished_payments_change_is_retried_through_an_outage_not_dropped(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reconcile, "backoff", lambda retry: 0.0)
+    monkeypatch.setattr(handling, "backoff", lambda retry: 0.0)
     world = World()
     with k8s_events():
         await _created(world)
@@ -306,7 +282,24 @@ async def test_a_finished_payments_change_is_retried_through_an_outage_not_dropp
                                       {"phase": "PartiallyRefunded", "amountRefunded": 300}, None)
         world.store.rows.fail_next("upsert", StoreUnavailable("PostgreSQL unreachable"),
                                    StoreUnavailable("PostgreSQL unreachable"))
-        await registry.changed_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)),
-                                      memo=kopf.Memo(runtime=world.runtime), logger=reconcile.log)
+        await changed(controller(world), world.kube.body(PAYMENT_INTENTS))  # retried at once (backoff 0 here)
     assert [(row.status, row.amount_refunded) for row in world.store.rows.payments.values()] == [
         ("partially_refunded", 300)]
+
+
+async def test_after_a_restart_a_new_payment_goes_before_the_catch_up_reads() -> None:
+    world = World()
+    with k8s_events():
+        for n in range(3):
+            body = world.kube.add(PAYMENT_INTENTS, {**SPEC, "orderId": f"old-{n}"}, name=f"old-{n}")
+            await create(world, body)
+            world.kube.objects[(PAYMENT_INTENTS, "shop", f"old-{n}")]["status"]["stripe"]["lastSyncedAt"] = QUIET_SINCE
+        world.stripe.calls.clear()
+        ctrl = controller(world)  # the new process lists them: each is due for a catch-up read
+        ctrl.seen(PAYMENT_INTENTS, Change(Seen.RELISTING, {}))
+        for n in range(3):
+            ctrl.seen(PAYMENT_INTENTS, Change(Seen.LISTED, world.kube.body(PAYMENT_INTENTS, name=f"old-{n}")))
+        ctrl.seen(PAYMENT_INTENTS, Change(Seen.SYNCED, {}))
+        await changed(ctrl, world.kube.add(PAYMENT_INTENTS, {**SPEC, "orderId": "new"}, name="new"), Seen.ADDED)
+    assert world.stripe.calls == ["create_intent"] + ["retrieve_intent"] * 3
+    assert world.stripe.background_reads == 3

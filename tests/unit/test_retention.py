@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import kopf
 import pytest
 
-from kubepay.controller import payment_refunds, reconcile, registry
+from kubepay.controller import payment_refunds
+from kubepay.controller.outcomes import GiveUp, Retry
 from kubepay.controller.reconcile import LoopState, Resync
 from kubepay.controller.retention import REFUND_WAIT, Retention
 from kubepay.kube.client import KubeClient, KubeUnavailable
+from kubepay.kube.watch import Change, Seen
 from kubepay.model.resources import PAYMENT_INTENTS, PAYMENT_REFUNDS, PaymentIntent, PaymentRefund
 from kubepay.postgres import StoreUnavailable
-from tests.unit.fakes import World, k8s_events
+from tests.unit.fakes import World, changed, controller, create, k8s_events
 from tests.unit.test_reconcile_loop import SPEC, _created, _intent_step, _succeed
 
 DAY = 86400.0
@@ -43,7 +44,7 @@ def _retention(world: World, ttl: float | None, clock: Clock) -> Retention:
 
 async def _refund_step(world: World, body: dict[str, Any], why: Resync | None) -> None:
     """The refund daemon's step: it mirrors the refund and refreshes its parent from Stripe."""
-    await payment_refunds.step(world.runtime, kopf.Body(body), PaymentRefund.parse(body),
+    await payment_refunds.step(world.runtime, body, PaymentRefund.parse(body),
                                LoopState(phase=None, resync=why))
 
 
@@ -102,12 +103,10 @@ async def test_the_resources_own_ttl_wins_over_the_controllers() -> None:
 async def test_a_payment_waits_for_its_refund_to_be_mirrored_and_the_refund_goes_too() -> None:
     world, clock = World(), Clock()
     retention = world.runtime.retention = _retention(world, 0, clock)
-    memo = kopf.Memo(runtime=world.runtime)
     with k8s_events():
         body = await _paid(world)
         world.kube.add(PAYMENT_REFUNDS, {"paymentIntentName": "order-1", "amount": 200}, name="back-1")
-        await registry.ensure_stripe_refund(body=kopf.Body(world.kube.body(PAYMENT_REFUNDS, name="back-1")),
-                                            memo=memo, retry=0)
+        await create(world, world.kube.body(PAYMENT_REFUNDS, name="back-1"))
     clock.now = _at(body)
     retention.note(PaymentIntent.parse(body))
     await retention.sweep()
@@ -115,11 +114,10 @@ async def test_a_payment_waits_for_its_refund_to_be_mirrored_and_the_refund_goes
     with k8s_events():
         world.stripe.set_intent("pi_1", latest_charge={"id": "ch_1", "amount_refunded": 200})
         await _refund_step(world, world.kube.body(PAYMENT_REFUNDS, name="back-1"), None)
-        # The watch events that follow: each finished resource's single step, which also notes it.
-        await registry.changed_refund(body=kopf.Body(world.kube.body(PAYMENT_REFUNDS, name="back-1")),
-                                      memo=kopf.Memo(runtime=world.runtime), logger=reconcile.log)
-        await registry.changed_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)),
-                                      memo=kopf.Memo(runtime=world.runtime), logger=reconcile.log)
+        # The watch events that follow: each finished resource's step, and retention notes it.
+        ctrl = controller(world)
+        await changed(ctrl, world.kube.body(PAYMENT_REFUNDS, name="back-1"))
+        await changed(ctrl, world.kube.body(PAYMENT_INTENTS))
     assert retention.pending == 2
     clock.now += REFUND_WAIT
     await retention.sweep()
@@ -161,9 +159,10 @@ async def test_the_watch_event_of_a_finished_payment_notes_it_even_at_restart() 
     world = World(env={"KUBEPAY_RETAIN_FINISHED": "30d"})
     with k8s_events():
         body = await _paid(world)
-        memo = kopf.Memo(runtime=world.runtime)  # a new process: its first sight of the payment
-        await registry.changed_intent(body=kopf.Body(body), memo=memo, logger=reconcile.log)
-    assert (world.runtime.retention.pending, "loop" in memo) == (1, False)
+        ctrl = controller(world)  # a new process: its first sight of the payment, in the watch's listing
+        ctrl.seen(PAYMENT_INTENTS, Change(Seen.RELISTING, {}))
+        await changed(ctrl, body, Seen.LISTED)
+    assert (world.runtime.retention.pending, ctrl.tracked) == (1, 0)
     assert world.runtime.settings.retain_finished == 30 * DAY
 
 
@@ -173,9 +172,8 @@ async def test_a_payment_recreated_under_its_old_name_is_not_charged_again() -> 
         await _paid(world)
         del world.kube.objects[(PAYMENT_INTENTS, "shop", "order-1")]  # retention deleted it; GitOps re-applies it
         again = world.kube.add(PAYMENT_INTENTS, SPEC)
-        with k8s_events() as posted, pytest.raises(kopf.PermanentError, match="not charged again"):
-            await registry.ensure_stripe_intent(body=kopf.Body(again), memo=kopf.Memo(runtime=world.runtime),
-                                                retry=0)
+        with k8s_events() as posted, pytest.raises(GiveUp, match="not charged again"):
+            await create(world, again, retry=0)
     assert world.stripe.calls.count("create_intent") == 1
     status = world.kube.status(PAYMENT_INTENTS)
     synced = next(c for c in status["conditions"] if c["type"] == "Synced")
@@ -184,7 +182,7 @@ async def test_a_payment_recreated_under_its_old_name_is_not_charged_again() -> 
     # Another name for the same order is a new payment the user asked for.
     other = world.kube.add(PAYMENT_INTENTS, SPEC, name="order-1-again")
     with k8s_events():
-        await registry.ensure_stripe_intent(body=kopf.Body(other), memo=kopf.Memo(runtime=world.runtime), retry=0)
+        await create(world, other, retry=0)
     assert world.stripe.calls.count("create_intent") == 2
 
 
@@ -192,11 +190,10 @@ async def test_while_postgresql_is_down_a_new_payment_waits_and_says_so() -> Non
     world = World()
     body = world.kube.add(PAYMENT_INTENTS, SPEC)
     world.store.rows.fail_next("find_by_order", StoreUnavailable("PostgreSQL unreachable"))
-    with k8s_events() as posted, pytest.raises(kopf.TemporaryError):
-        await registry.ensure_stripe_intent(body=kopf.Body(body), memo=kopf.Memo(runtime=world.runtime), retry=0)
+    with k8s_events() as posted, pytest.raises(Retry):
+        await create(world, body, retry=0)
     assert world.stripe.calls == []  # nothing reaches Stripe before the check could be made
     assert posted.reasons() == ["Retrying"]
     with k8s_events():
-        await registry.ensure_stripe_intent(body=kopf.Body(world.kube.body(PAYMENT_INTENTS)),
-                                            memo=kopf.Memo(runtime=world.runtime), retry=1)
+        await create(world, world.kube.body(PAYMENT_INTENTS), retry=1)
     assert world.stripe.calls == ["create_intent"]

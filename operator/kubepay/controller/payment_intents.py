@@ -1,13 +1,12 @@
 """PaymentIntent: create or adopt the Stripe intent, follow the spec, mirror each step, cancel on deletion.
 
-The kopf registrations are in `controller.registry`; these functions take the parsed resource.
+`controller.handling` calls these through `KIND`; they take the body and the parsed resource.
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-import kopf
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 from kubepay import metrics
 from kubepay.controller.intents import (
@@ -19,6 +18,7 @@ from kubepay.controller.intents import (
     reconcile_spec,
     spec_problems,
 )
+from kubepay.controller.outcomes import GiveUp, Retry
 from kubepay.controller.reconcile import Kind, LoopState, Resync, resync
 from kubepay.controller.runtime import Runtime
 from kubepay.kube import k8s_events
@@ -38,18 +38,18 @@ CANCELABLE = {"requires_payment_method", "requires_capture", "requires_confirmat
 FINALIZER_MAX_TRIES = 5
 
 
-def needs_stripe_intent(status: kopf.Status, **_: object) -> bool:
-    """kopf's filter for the creation handler: only a payment without a Stripe intent needs one (it runs on
-    every watch event, so it reads status.stripe alone)."""
-    return not StripeIntent.parse(status.get("stripe")).payment_intent_id
+def needs_stripe_intent(status: Mapping[str, Any]) -> bool:
+    """Only a payment without a Stripe intent, and not failed for good, needs one (read on every change, so it
+    reads two fields alone)."""
+    return not StripeIntent.parse(status.get("stripe")).payment_intent_id and status.get("phase") != Phase.FAILED
 
 
-async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int) -> None:
+async def ensure_stripe_intent(rt: Runtime, body: Mapping[str, Any], pi: PaymentIntent, retry: int) -> None:
     """Create (or adopt) the Stripe intent unless status already names one."""
     if pi.stripe_id or pi.meta.deleting:
         return
     if pi.meta.paused:
-        raise kopf.TemporaryError("paused: the Stripe intent will be created when resumed", delay=10)
+        raise Retry("paused: the Stripe intent will be created when resumed", delay=10)
     adopt = pi.spec.adopt
     if not adopt and (problems := spec_problems(pi.raw.get("spec") or {})):
         message = f"Stripe would refuse the spec, so it was not sent: {describe(problems)}"
@@ -62,14 +62,14 @@ async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, 
     except AdoptionRefused as exc:
         await write_not_synced(rt.kube, pi, "AdoptionRefused", str(exc))
         k8s_events.warn(body, "AdoptionRefused", str(exc))
-        raise kopf.PermanentError(str(exc)) from None
+        raise GiveUp(str(exc)) from None
     except StripeRejected as exc:
         message = f"Stripe refused the PaymentIntent: {exc}"
         if not adopt:
             await _fail_for_good(rt, body, pi, "StripeRejected", message, exc.failure())
         await write_not_synced(rt.kube, pi, "StripeRejected", message)
         k8s_events.warn(body, "StripeRejected", message)
-        raise kopf.PermanentError(message) from None
+        raise GiveUp(message) from None
     except RETRYABLE as exc:
         k8s_events.warn(body, "Retrying", f"The Stripe PaymentIntent is not created yet: {exc}")
         raise
@@ -78,13 +78,13 @@ async def ensure_stripe_intent(rt: Runtime, body: kopf.Body, pi: PaymentIntent, 
                     f"{verb} Stripe PaymentIntent {intent['id']} for {intent['amount']} {intent['currency']}")
 
 
-async def _refuse_repeat(rt: Runtime, body: kopf.Body, pi: PaymentIntent, earlier: PaymentRow) -> NoReturn:
+async def _refuse_repeat(rt: Runtime, body: Mapping[str, Any], pi: PaymentIntent, earlier: PaymentRow) -> NoReturn:
     message = (f"Payment {earlier.id} for order {pi.spec.order_id} under this name was paid already (Stripe "
                f"PaymentIntent {earlier.provider_payment_id}); a PaymentIntent re-created under the same name "
                "(e.g. by GitOps after retention deleted it) is not charged again. Use a new name to charge again.")
     await write_not_synced(rt.kube, pi, "AlreadyPaid", message)
     k8s_events.warn(body, "AlreadyPaid", message)
-    raise kopf.PermanentError(message)
+    raise GiveUp(message)
 
 
 async def _paid_under_this_name(rt: Runtime, pi: PaymentIntent) -> PaymentRow | None:
@@ -96,17 +96,17 @@ async def _paid_under_this_name(rt: Runtime, pi: PaymentIntent) -> PaymentRow | 
     return None
 
 
-async def _fail_for_good(rt: Runtime, body: kopf.Body, pi: PaymentIntent, reason: str, message: str,
+async def _fail_for_good(rt: Runtime, body: Mapping[str, Any], pi: PaymentIntent, reason: str, message: str,
                          failure: dict[str, str]) -> NoReturn:
     """The payment can never be made from this spec: phase Failed, Failed=True, a Warning; no retries."""
     await write_not_synced(rt.kube, pi, reason, message, failed=True,
                            extra={"phase": Phase.FAILED.value, "failure": failure,
                                   "paymentId": str(identity.payment_id(pi.meta.uid))})
     k8s_events.warn(body, reason, message)
-    raise kopf.PermanentError(message)
+    raise GiveUp(message)
 
 
-async def step(rt: Runtime, body: kopf.Body, pi: PaymentIntent, state: LoopState) -> bool:
+async def step(rt: Runtime, body: Mapping[str, Any], pi: PaymentIntent, state: LoopState) -> bool:
     """One reconcile step: pause or resume, announce the phase, resync, follow the spec, mirror downstream."""
     if pi.meta.paused != state.paused:
         await _announce_pause(rt, body, pi, not state.paused)
@@ -124,10 +124,7 @@ async def step(rt: Runtime, body: kopf.Body, pi: PaymentIntent, state: LoopState
     return True
 
 
-KIND = Kind(parse=PaymentIntent.parse, phases=Phase, plural=PAYMENT_INTENTS, step=step, resync_at_start=True)
-
-
-async def _announce_pause(rt: Runtime, body: kopf.Body, pi: PaymentIntent, paused: bool) -> None:
+async def _announce_pause(rt: Runtime, body: Mapping[str, Any], pi: PaymentIntent, paused: bool) -> None:
     await rt.kube.patch_status(PAYMENT_INTENTS, pi.meta.namespace, pi.meta.name, {"paused": paused or None}, None)
     if paused:
         k8s_events.info(body, "Paused", f"{PAUSED_ANNOTATION} is true: kubepay leaves this payment alone")
@@ -135,7 +132,7 @@ async def _announce_pause(rt: Runtime, body: kopf.Body, pi: PaymentIntent, pause
         k8s_events.info(body, "Resumed", "Reconciling again; catching up with Stripe")
 
 
-def _announce_transition(body: kopf.Body, pi: PaymentIntent, last_phase: str | None) -> str | None:
+def _announce_transition(body: Mapping[str, Any], pi: PaymentIntent, last_phase: str | None) -> str | None:
     phase = pi.status.phase
     if not phase or phase == last_phase:
         return last_phase
@@ -149,7 +146,7 @@ def _announce_transition(body: kopf.Body, pi: PaymentIntent, last_phase: str | N
     return phase.value
 
 
-async def _follow_spec(rt: Runtime, body: kopf.Body, pi: PaymentIntent) -> None:
+async def _follow_spec(rt: Runtime, body: Mapping[str, Any], pi: PaymentIntent) -> None:
     try:
         done = await reconcile_spec(rt, pi)
     except SpecRefused as exc:
@@ -164,7 +161,7 @@ async def _follow_spec(rt: Runtime, body: kopf.Body, pi: PaymentIntent) -> None:
         k8s_events.info(body, "SpecApplied", done)
 
 
-async def finalize(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int, state: LoopState) -> None:
+async def finalize(rt: Runtime, body: Mapping[str, Any], pi: PaymentIntent, retry: int, state: LoopState) -> None:
     """Cancel a still-cancelable Stripe intent (deletionPolicy Cancel) and mirror the outcome.
 
     The mirror step shares the resource's LoopState (its lock and what it published) with the watch-event
@@ -191,4 +188,8 @@ async def finalize(rt: Runtime, body: kopf.Body, pi: PaymentIntent, retry: int, 
             k8s_events.warn(body, "CancelFailed", f"Gave up after {retry + 1} tries; Stripe PaymentIntent "
                                                   f"{intent_id} is left in Stripe as it was: {exc}")
             return
-        raise kopf.TemporaryError(str(exc), delay=backoff(retry)) from None
+        raise Retry(str(exc), delay=backoff(retry)) from None
+
+
+KIND = Kind(parse=PaymentIntent.parse, phases=Phase, plural=PAYMENT_INTENTS, needs_creation=needs_stripe_intent,
+            create=ensure_stripe_intent, step=step, finalize=finalize, resync_at_start=True)

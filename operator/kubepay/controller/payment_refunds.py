@@ -1,14 +1,14 @@
 """PaymentRefund: refuse what must not reach Stripe, refund once, mirror, keep the parent's refunded amount true.
 
-The kopf registrations are in `controller.registry`; these functions take the parsed resource.
+`controller.handling` calls these through `KIND`; they take the body and the parsed resource.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import kopf
-
+from kubepay.controller.outcomes import GiveUp
 from kubepay.controller.reconcile import Kind, LoopState, Resync, resync
 from kubepay.controller.runtime import Runtime
 from kubepay.kube import k8s_events
@@ -32,12 +32,12 @@ async def parent_of(rt: Runtime, refund: PaymentRefund) -> PaymentIntent | None:
     return PaymentIntent.parse(body)
 
 
-def needs_stripe_refund(status: kopf.Status, **_: object) -> bool:
-    """kopf's filter for the creation handler: a refund neither in Stripe nor refused for good yet."""
+def needs_stripe_refund(status: Mapping[str, Any]) -> bool:
+    """A refund neither in Stripe nor refused for good yet (read on every change, so it reads two fields alone)."""
     return not StripeRefund.parse(status.get("stripe")).refund_id and status.get("phase") != RefundPhase.FAILED
 
 
-async def ensure_stripe_refund(rt: Runtime, body: kopf.Body, refund: PaymentRefund) -> None:
+async def ensure_stripe_refund(rt: Runtime, body: Mapping[str, Any], refund: PaymentRefund, _retry: int) -> None:
     """Check again what admission checked (it can be bypassed), then create the Stripe refund once."""
     if refund.stripe_id or refund.status.phase is RefundPhase.FAILED:
         return
@@ -51,11 +51,11 @@ async def ensure_stripe_refund(rt: Runtime, body: kopf.Body, refund: PaymentRefu
                                                  identity.refund_idempotency_key(meta.uid))
     except RefundRefused as exc:
         await _refuse(rt, body, refund, "RefundRefused", exc.code, str(exc), amount)
-        raise kopf.PermanentError(str(exc)) from None
+        raise GiveUp(str(exc)) from None
     except StripeRejected as exc:
         await _refuse(rt, body, refund, "StripeRejected", exc.code, f"Stripe refused the refund: {exc.message}",
                       amount)
-        raise kopf.PermanentError(str(exc)) from None
+        raise GiveUp(str(exc)) from None
     always = {
         "refundId": str(identity.refund_id(meta.uid)),
         **observed(set_condition(refund.status.conditions, "Synced", True, "StripeRefundCreated",
@@ -67,7 +67,7 @@ async def ensure_stripe_refund(rt: Runtime, body: kopf.Body, refund: PaymentRefu
                     f"Created Stripe refund {created['id']} of {created['amount']} {created['currency']}")
 
 
-async def _refuse(rt: Runtime, body: kopf.Body, refund: PaymentRefund, reason: str, code: str, message: str,
+async def _refuse(rt: Runtime, body: Mapping[str, Any], refund: PaymentRefund, reason: str, code: str, message: str,
                   amount: int | None) -> None:
     """Phase Failed for good, with the amount asked for (so `kubectl get pr` shows it), and a Warning."""
     extra: dict[str, Any] = {"phase": RefundPhase.FAILED.value, "failure": {"code": code, "message": message}}
@@ -77,7 +77,7 @@ async def _refuse(rt: Runtime, body: kopf.Body, refund: PaymentRefund, reason: s
     k8s_events.warn(body, reason, message)
 
 
-async def step(rt: Runtime, body: kopf.Body, refund: PaymentRefund, state: LoopState) -> bool:
+async def step(rt: Runtime, body: Mapping[str, Any], refund: PaymentRefund, state: LoopState) -> bool:
     """One reconcile step: resync when idle, refresh the parent on a transition, mirror downstream."""
     if state.resync:
         await resync(rt, refund, state.resync)
@@ -97,5 +97,5 @@ async def step(rt: Runtime, body: kopf.Body, refund: PaymentRefund, state: LoopS
     return True
 
 
-KIND = Kind(parse=PaymentRefund.parse, phases=RefundPhase, plural=PAYMENT_REFUNDS, step=step,
-            resync_at_start=False)
+KIND = Kind(parse=PaymentRefund.parse, phases=RefundPhase, plural=PAYMENT_REFUNDS, needs_creation=needs_stripe_refund,
+            create=ensure_stripe_refund, step=step, finalize=None, resync_at_start=False)

@@ -10,13 +10,22 @@ is older than the lifetime (KUBEPAY_PEERING_LIFETIME).
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 import time
+import uuid
 
 import kopf
 
 from kubepay.config import Settings
 
+# Who this controller is among its peers (kopf's format: the pod's name in a cluster) and its priority:
+# microseconds since the epoch, negated, so no two replicas share one and the longest-running one wins.
+IDENTITY = os.environ.get("POD_ID") or f"{getpass.getuser()}@{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+PRIORITY = -(time.time_ns() // 1000)
+
 
 def configure(settings: kopf.OperatorSettings, config: Settings) -> None:
-    settings.peering.priority = -(time.time_ns() // 1000)  # microseconds: no two replicas start at the same one
+    settings.peering.priority = PRIORITY
     settings.peering.lifetime = config.peering_lifetime

@@ -2,20 +2,18 @@
 
 Refused for good: the Kubernetes API server's 422 (Invalid), PostgreSQL refusing a row's data
 (StoreRejected), Kafka refusing a message (PublishRejected). Repeating the same write cannot succeed, so
-nothing retries it: kopf handlers stop (`error_policy`), the per-resource daemons wait for the next
-change (`reconcile.reconcile`). Both report here.
+nothing retries it: a one-off handler gives up (`guarded`), a reconcile step waits for the next change.
+Both report here.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
-
-import kopf
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 from kubepay import metrics
+from kubepay.controller.outcomes import GiveUp, Retry
 from kubepay.kube import k8s_events
 from kubepay.kube.client import Invalid, KubeClient
 from kubepay.kube.status_writer import write_status
@@ -26,7 +24,7 @@ from kubepay.retry import RETRYABLE, backoff
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
 REFUSED = (Invalid, StoreRejected, PublishRejected)
 Refused = Invalid | StoreRejected | PublishRejected
 # The condition's reason and the metric's target for each kind of refusal.
@@ -61,21 +59,13 @@ async def report(kube: KubeClient, plural: str, body: Mapping[str, Any], exc: Re
         log.error("%s/%s: the API server refuses its status too: %s", meta["namespace"], meta["name"], again)
 
 
-def error_policy(plural: str) -> Callable[[Handler], Handler]:
-    """For kopf handlers, the one error policy: a write refused for good is reported once and the handler
-    fails permanently; an outage is retried with `kubepay.retry`'s backoff."""
-
-    def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def wrapper(**kwargs: Any) -> Any:
-            try:
-                return await handler(**kwargs)
-            except REFUSED as exc:
-                await report(kwargs["memo"]["runtime"].kube, plural, kwargs["body"], exc)
-                raise kopf.PermanentError(message_of(exc)) from None
-            except RETRYABLE as exc:
-                raise kopf.TemporaryError(str(exc), delay=backoff(kwargs["retry"])) from None
-
-        return wrapper
-
-    return decorate
+async def guarded(call: Awaitable[T], kube: KubeClient, plural: str, body: Mapping[str, Any], retry: int) -> T:
+    """The one error policy for the one-off handlers (creation, finalizer): a write refused for good is
+    reported once and gives up; an outage is retried with `kubepay.retry`'s backoff."""
+    try:
+        return await call
+    except REFUSED as exc:
+        await report(kube, plural, body, exc)
+        raise GiveUp(message_of(exc)) from None
+    except RETRYABLE as exc:
+        raise Retry(str(exc), delay=backoff(retry)) from None

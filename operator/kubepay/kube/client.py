@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +174,73 @@ class KubeClient:
             self._custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
         )
         return list(result.get("items") or [])
+
+    async def list_page(self, plural: str, namespace: str | None, limit: int, token: str | None) -> dict[str, Any]:
+        """One page of a kind's objects (all namespaces when `namespace` is None), as the server's JSON."""
+        options: dict[str, Any] = {"limit": limit, "_preload_content": False}
+        if token:
+            options["_continue"] = token
+        call = (self._custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **options)
+                if namespace else self._custom.list_cluster_custom_object(GROUP, VERSION, plural, **options))
+
+        async def read() -> dict[str, Any]:
+            response = await call
+            try:
+                if response.status >= 400:
+                    raise ApiException(status=response.status, reason=response.reason)
+                page: dict[str, Any] = json.loads(await response.read())
+                return page
+            finally:
+                response.release()
+
+        result: dict[str, Any] = await self._call(read())
+        return result
+
+    async def watch(self, plural: str, namespace: str | None, resource_version: str,
+                    timeout_seconds: int) -> AsyncIterator[dict[str, Any]]:
+        """A kind's watch events from `resource_version` on, as the server's JSON, until it ends the stream."""
+        options: dict[str, Any] = {"watch": True, "resource_version": resource_version, "allow_watch_bookmarks": True,
+                                   "timeout_seconds": timeout_seconds, "_preload_content": False,
+                                   "_request_timeout": timeout_seconds + 30}
+        call = (self._custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **options)
+                if namespace else self._custom.list_cluster_custom_object(GROUP, VERSION, plural, **options))
+        response = await self._call(call)
+        try:
+            if response.status >= 400:
+                raise _translate(ApiException(status=response.status, reason=response.reason))
+            while True:
+                try:
+                    line = await response.content.readline()
+                except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+                    raise KubeUnavailable(f"Kubernetes API watch broke: {type(exc).__name__}") from None
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.release()
+
+    async def set_finalizers(self, plural: str, namespace: str, name: str, finalizers: list[str],
+                             resource_version: str) -> dict[str, Any]:
+        """Replace the object's finalizers, refused (Conflict) if it changed since `resource_version`."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        result: dict[str, Any] = await self._call(
+            self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH  # type: ignore[call-arg]
+            )
+        )
+        return result
+
+    async def get_peering(self, name: str, namespace: str | None) -> dict[str, Any]:
+        """kopf's peering object (KopfPeering in a namespace, ClusterKopfPeering without one)."""
+        call = (self._custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name)
+                if namespace else self._custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name))
+        result: dict[str, Any] = await self._call(call)
+        return result
+
+    async def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        """Post a core/v1 Event."""
+        await self._call(self._core.create_namespaced_event(namespace, event))  # type: ignore[arg-type]
 
     async def delete_custom(self, plural: str, namespace: str, name: str, uid: str, resource_version: str) -> None:
         """Delete exactly this version of the object: Conflict if it changed since it was read, NotFound if gone."""
