@@ -83,7 +83,7 @@ class Variant:
 
 
 CONTROLLER = {
-    *_grants(("list", "watch", "patch"), *PAYMENTS), *_grants(("get", "patch"), *STATUS),
+    *_grants(("list", "watch"), *PAYMENTS), "patch paymentintents.kubepay.io", *_grants(("get", "patch"), *STATUS),
     "update paymentintents/finalizers.kubepay.io", "create secrets", "create events",
 }
 RECEIVER = _grants(("get", "patch"), *STATUS)
@@ -106,7 +106,7 @@ VARIANTS = {
         payments="payments",
         namespaced={"kubepay-controller": {*CONTROLLER, "create paymentintents.kubepay.io",
                                            *_grants(("delete",), *PAYMENTS),
-                                           *_grants(("list", "watch", "patch"), "kopfpeerings.kopf.dev")},
+                                           *_grants(("get", "list", "watch", "patch"), "kopfpeerings.kopf.dev")},
                     "kubepay-receiver": RECEIVER, "kubepay-api": API},
     ),
 }
