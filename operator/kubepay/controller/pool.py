@@ -129,7 +129,12 @@ class Controller:
     async def _work(self) -> None:
         while True:
             await self._standby.active()
-            await self._handle(*await self._queue.take())
+            key, priority, idle = await self._queue.take()
+            if not self._standby.is_active:  # paused while this worker waited for work: leave it queued
+                self._queue.add(key, priority, idle=idle)
+                self._queue.done(key)
+                continue
+            await self._handle(key, priority, idle)
 
     async def handle_due(self) -> None:
         """Handle every resource due now, one after another, in this task."""

@@ -45,7 +45,12 @@ class Standby:
         if name is None:
             self._active.set()
 
+    @property
+    def is_active(self) -> bool:
+        return self._active.is_set()
+
     async def active(self) -> None:
+        """Return when this controller may work."""
         await self._active.wait()
 
     async def run(self) -> None:
