@@ -70,6 +70,8 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KUBEPAY_METRICS_PORT", "9090", "Prometheus /metrics (0: off)", OPERATOR),
     _v("KUBEPAY_ADMISSION_PORT", "0", "HTTPS port of the validating admission webhooks (0: off)", OPERATOR),
     _v("KUBEPAY_ADMISSION_CERT_DIR", "/etc/kubepay/admission", "folder with tls.crt and tls.key", OPERATOR),
+    _v("KUBEPAY_WORKERS", "64", "resources the controller handles at once (catch-up reads take at most half)",
+       OPERATOR),
     _v("KUBEPAY_RESYNC_SECONDS", "600", "how long a non-final payment may stay quiet before Stripe is read",
        OPERATOR),
     _v("KUBEPAY_STRIPE_RATE_LIMIT", "20", "client-side Stripe requests per second", OPERATOR),
@@ -175,6 +177,7 @@ class Settings:
     orders_consumer_in_operator: bool = False
     peering_name: str | None = None  # None: standalone
     peering_lifetime: int = 60
+    workers: int = 64
 
 
 class _Reader:
@@ -344,6 +347,7 @@ def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Setti
         orders_consumer_in_operator=r.flag("KUBEPAY_ORDERS_CONSUMER"),
         peering_name=r.text("KUBEPAY_PEERING_NAME") or None,
         peering_lifetime=r.integer("KUBEPAY_PEERING_LIFETIME", 5, 3600),
+        workers=r.integer("KUBEPAY_WORKERS", 1, 1000),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -3,7 +3,7 @@
 Only resources with work or state are kept: an unfinished one's newest body and its `LoopState`, and a
 finished one's until its row and messages are out. A finished, mirrored resource costs one short entry (its
 phase, so that a later refund's phase change is announced as a change). New and changed resources go
-before catch-up reads, which take at most half the workers (`WorkQueue`).
+before catch-up reads, which take at most half the workers (`KUBEPAY_WORKERS`, `WorkQueue`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ from kubepay.model.resources import PaymentIntent, Resource
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # plural, namespace, name
-WORKERS = 16
 
 
 class Controller:
-    def __init__(self, rt: Runtime, kinds: list[Kind[Any]], standby: Standby, workers: int = WORKERS) -> None:
+    def __init__(self, rt: Runtime, kinds: list[Kind[Any]], standby: Standby) -> None:
         self._rt = rt
         self._kinds = {kind.plural: kind for kind in kinds}
         self._standby = standby
-        self._workers = workers
+        self._workers = workers = rt.settings.workers
         self._queue: WorkQueue[Key] = WorkQueue(catch_up_slots=max(1, workers // 2))
         self._tracked: dict[Key, Tracked] = {}
         self._phases: dict[Key, str] = {}  # finished and mirrored: the phase last seen
