@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,10 +15,12 @@ _EPSILON = 1e-9
 class TokenBucket:
     """`rate` operations per second, at most `burst` of them at once; waiters are served in arrival order.
 
-    Any one-second window holds at most `burst + rate - 1` operations. The default burst of 1 paces
-    operations evenly, so no second ever holds more than `rate` of them: a bucket as deep as the rate
-    would allow twice the rate in the first second after a quiet spell, which is exactly when a
-    controller starts, or many resources are created, at once.
+    Any one-second window holds at most `burst + rate - 1` operations, and at most `rate` with `window`:
+    then the bucket also remembers the last `rate` operations and lets one through only when the oldest
+    of them is a second old. The default burst of 1 paces operations evenly, so no second ever holds more
+    than `rate` of them; but a busy event loop wakes a waiter late, and every late wake-up is budget lost,
+    since a bucket of depth 1 cannot save it. A deeper bucket with the window catches up after a late
+    wake-up and still never puts more than `rate` into any second.
     """
 
     def __init__(
@@ -25,6 +28,7 @@ class TokenBucket:
         rate: float,
         burst: float = 1.0,
         *,
+        window: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -36,6 +40,8 @@ class TokenBucket:
         self._tokens = self._capacity
         self._updated = clock()
         self._lock = asyncio.Lock()
+        self._recent: collections.deque[float] | None = (
+            collections.deque(maxlen=max(1, int(rate))) if window else None)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -46,10 +52,20 @@ class TokenBucket:
         async with self._lock:
             while True:
                 self._refill()
-                if self._tokens >= 1 - _EPSILON:
+                wait = max((1 - self._tokens) / self._rate, self._window_wait())
+                if wait <= _EPSILON:
                     self._tokens -= 1
+                    if self._recent is not None:
+                        self._recent.append(self._clock())
                     return
-                await self._sleep((1 - self._tokens) / self._rate)
+                await self._sleep(wait)
+
+    def _window_wait(self) -> float:
+        """How long until one more operation keeps every one-second window within the rate."""
+        recent = self._recent
+        if recent is None or len(recent) < (recent.maxlen or 0):
+            return 0.0
+        return recent[0] + 1.0 - self._clock()
 
     def pause(self, seconds: float) -> None:
         """Drain the bucket after a 429 so every caller backs off together for `seconds` from now."""
@@ -70,7 +86,8 @@ class StripeBudget:
         if not 0 < background_share <= 1:
             raise ValueError(f"need 0 < background_share <= 1, got {background_share}")
         self.rate = rate
-        self._all = TokenBucket(rate, **bucket)
+        # A tenth of a second of budget saved for a late wake-up; the window keeps every second within the rate.
+        self._all = TokenBucket(rate, **{"burst": max(1.0, rate / 10), "window": True, **bucket})
         self._background = TokenBucket(rate * background_share, **bucket)
 
     async def acquire(self, background: bool = False) -> None:
