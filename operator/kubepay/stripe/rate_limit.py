@@ -10,6 +10,8 @@ from typing import Any
 
 # Refilling by elapsed time * rate leaves float dust (0.9999999999999998 tokens): that is a token.
 _EPSILON = 1e-9
+# The window is this much longer than Stripe's second: requests sent a second apart may arrive closer.
+WINDOW_MARGIN = 0.02
 
 
 class TokenBucket:
@@ -17,10 +19,10 @@ class TokenBucket:
 
     Any one-second window holds at most `burst + rate - 1` operations, and at most `rate` with `window`:
     then the bucket also remembers the last `rate` operations and lets one through only when the oldest
-    of them is a second old. The default burst of 1 paces operations evenly, so no second ever holds more
-    than `rate` of them; but a busy event loop wakes a waiter late, and every late wake-up is budget lost,
-    since a bucket of depth 1 cannot save it. A deeper bucket with the window catches up after a late
-    wake-up and still never puts more than `rate` into any second.
+    of them is a second (and `WINDOW_MARGIN`) old. The default burst of 1 paces operations evenly, so no
+    second ever holds more than `rate` of them; but a busy event loop wakes a waiter late, and every late
+    wake-up is budget lost, since a bucket of depth 1 cannot save it. A deeper bucket with the window
+    catches up after a late wake-up and still never puts more than `rate` into any second.
     """
 
     def __init__(
@@ -65,7 +67,7 @@ class TokenBucket:
         recent = self._recent
         if recent is None or len(recent) < (recent.maxlen or 0):
             return 0.0
-        return recent[0] + 1.0 - self._clock()
+        return recent[0] + 1.0 + WINDOW_MARGIN - self._clock()
 
     def pause(self, seconds: float) -> None:
         """Drain the bucket after a 429 so every caller backs off together for `seconds` from now."""
