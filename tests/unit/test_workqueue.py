@@ -56,14 +56,15 @@ def test_a_resource_is_queued_once_and_never_handled_by_two_workers() -> None:
     assert len(queue) == 0
 
 
-def test_a_timer_is_due_at_its_time_and_an_earlier_change_wins() -> None:
+def test_a_timer_is_due_at_its_time_and_an_earlier_change_replaces_it() -> None:
     clock = Clock()
     queue: WorkQueue[str] = WorkQueue(catch_up_slots=1, clock=clock)
     queue.add("a", Priority.CATCH_UP, delay=600, idle=True)
     assert queue.poll() is None
-    queue.add("a", Priority.CHANGE, delay=5)  # merged: the earlier time, the higher priority, still idle
+    queue.add("a", Priority.CHANGE, delay=5)  # a change first: no idle moment (its step sets a new timer)
+    queue.add("a", Priority.CATCH_UP, delay=700, idle=True)  # a later timer changes nothing
     clock.now += 5
-    assert queue.poll() == ("a", Priority.CHANGE, True)
+    assert queue.poll() == ("a", Priority.CHANGE, False)
     queue.done("a")
     queue.add("b", Priority.CATCH_UP, delay=600)
     clock.now += 599

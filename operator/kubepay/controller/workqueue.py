@@ -52,14 +52,15 @@ class WorkQueue(Generic[K]):
         return key in self._entries
 
     def add(self, key: K, priority: Priority = Priority.CHANGE, delay: float = 0.0, idle: bool = False) -> None:
-        """Queue `key`, merged with its queued entry: the earlier time and the higher priority win."""
+        """Queue `key`, merged with its queued entry: the earlier time wins, with its idle flag (a change before
+        the idle timer is no idle moment; its step sets the timer again), and the higher priority."""
         due = self._clock() + delay
         entry = self._entries.get(key)
         if entry is not None:
-            if entry.due <= due and entry.priority <= priority:
-                entry.idle = entry.idle or idle
+            idle = entry.idle if entry.due < due else idle if due < entry.due else idle or entry.idle
+            due, priority = min(due, entry.due), min(priority, entry.priority)
+            if (due, priority, idle) == (entry.due, entry.priority, entry.idle):
                 return
-            due, priority, idle = min(due, entry.due), min(priority, entry.priority), idle or entry.idle
         entry = self._entries[key] = _Entry(priority, due, idle, next(self._seq))
         if key not in self._busy:
             self._push(key, entry)
