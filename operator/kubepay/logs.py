@@ -46,7 +46,6 @@ def about(meta: Mapping[str, Any], kind: str = "PaymentIntent", event_id: str | 
     return fields
 
 
-# kopf's success lines of the watch-event handlers (controller.registry's `changed_*`): they run on every change.
 class Throttle(logging.Filter):
     """Client libraries that retry on their own log every try: aiokafka about 30 lines a second while Kafka
     refuses connections. Lets one line per logger and message (digits aside) through every `seconds`; the

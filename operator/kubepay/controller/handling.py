@@ -8,6 +8,7 @@ next change. Every step is idempotent, so a step interrupted by a crash is simpl
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,20 +77,28 @@ async def _add_finalizer(rt: Runtime, kind: Kind[R], tracked: Tracked) -> None:
                                                     [*finalizers, FINALIZER], meta["resourceVersion"])
 
 
-async def _create(rt: Runtime, kind: Kind[R], tracked: Tracked) -> Again | None:
-    body = tracked.body
+async def _one_off(kind: Kind[R], tracked: Tracked, work: Awaitable[None], rt: Runtime, what: str) -> Again | None:
+    """A one-off handler (creation, finalizer) under the error policy: Again when it asks to be retried, else
+    None, whether it finished or gave up for good (status and a Warning event then say why)."""
     try:
-        await refusals.guarded(kind.create(rt, body, kind.parse(body), tracked.tries), rt.kube, kind.plural, body,
-                               tracked.tries)
+        await refusals.guarded(work, rt.kube, kind.plural, tracked.body, tracked.tries)
     except Retry as exc:
         tracked.tries += 1
-        log.warning("creating the Stripe object is retried in %.1fs: %s", exc.delay, exc, extra=_about(body))
+        log.warning("%s is retried in %.1fs: %s", what, exc.delay, exc, extra=_about(tracked.body))
         return Again(exc.delay)
     except GiveUp:
-        pass  # status and a Warning event say why
-    tracked.created = True
+        pass
     tracked.tries = 0
-    return None  # its status write is the next change
+    return None
+
+
+async def _create(rt: Runtime, kind: Kind[R], tracked: Tracked) -> Again | None:
+    body = tracked.body
+    again = await _one_off(kind, tracked, kind.create(rt, body, kind.parse(body), tracked.tries), rt,
+                           "creating the Stripe object")
+    if again is None:
+        tracked.created = True  # its status write is the next change
+    return again
 
 
 async def _reconcile(rt: Runtime, kind: Kind[R], tracked: Tracked) -> Again | None:
@@ -116,16 +125,10 @@ async def _finalize(rt: Runtime, kind: Kind[R], tracked: Tracked) -> Again | Non
     finalizers = list(meta.get("finalizers") or ())
     if FINALIZER not in finalizers:
         return None
-    if kind.finalize is not None:
-        try:
-            await refusals.guarded(kind.finalize(rt, body, kind.parse(body), tracked.tries, tracked.state),
-                                   rt.kube, kind.plural, body, tracked.tries)
-        except Retry as exc:
-            tracked.tries += 1
-            return Again(exc.delay)
-        except GiveUp:
-            pass  # a Warning event says why; deletion is not blocked forever
-    tracked.tries = 0
+    if kind.finalize is not None:  # given up or not, deletion is not blocked forever
+        work = kind.finalize(rt, body, kind.parse(body), tracked.tries, tracked.state)
+        if (again := await _one_off(kind, tracked, work, rt, "the finalizer")) is not None:
+            return again
     # The finalizer's work wrote status: release it on the newest version (other finalizers stay as they are).
     meta = (await rt.kube.get_custom(kind.plural, meta["namespace"], meta["name"]))["metadata"]
     await rt.kube.set_finalizers(kind.plural, meta["namespace"], meta["name"],
