@@ -123,9 +123,9 @@ DEV_DATABASE_URL := postgresql://kubepay:kubepay@postgres.$(DEV_NAMESPACE).svc.c
 tools: venv  ## fetch helm and kubectl into .cache/tools (once)
 	$(BIN)/python tests/chart/tools.py
 
-chart-crds:  ## copy crds/ into the chart (a test fails while they differ)
-	rm -f helm/kubepay/crds/*.yaml
-	cp crds/*.yaml helm/kubepay/crds/
+chart-crds:  ## copy crds/ into the chart's files/crds/ (templates/crds.yaml renders them; a test fails while they differ)
+	rm -f helm/kubepay/files/crds/*.yaml
+	cp crds/*.yaml helm/kubepay/files/crds/
 
 chart-test: venv  ## the offline chart checks only (also part of `make test`)
 	$(BIN)/pytest -q tests/chart
@@ -147,8 +147,15 @@ deploy-deps: tools  ## single-node PostgreSQL and Kafka for development (deploy/
 deploy: tools  ## CRDs, credentials Secret and `helm upgrade --install` (needs STRIPE_SECRET_KEY=sk_test_...)
 	@case "$$STRIPE_SECRET_KEY" in sk_test_*|rk_test_*) ;; \
 	  *) echo "make deploy: set STRIPE_SECRET_KEY to a Stripe test key (sk_test_...)" >&2; exit 2;; esac
-	$(K) apply --server-side --force-conflicts -f crds/
-	$(K) wait --for=condition=Established --timeout=60s -f crds/
+	@# The release owns the CRDs (crds.enabled); a cluster deployed before that has them without Helm's
+	@# ownership metadata: adopt them once (README "Upgrading and CRDs").
+	@if $(K) get crd paymentintents.kubepay.io >/dev/null 2>&1 && [ -z "$$($(K) get crd paymentintents.kubepay.io \
+	    -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}')" ]; then \
+	  $(K) label crd paymentintents.kubepay.io paymentrefunds.kubepay.io app.kubernetes.io/managed-by=Helm --overwrite && \
+	  $(K) annotate crd paymentintents.kubepay.io paymentrefunds.kubepay.io meta.helm.sh/release-name=$(RELEASE) \
+	    meta.helm.sh/release-namespace=$(NAMESPACE) --overwrite && \
+	  $(K) patch crd paymentintents.kubepay.io paymentrefunds.kubepay.io --type=json \
+	    -p '[{"op":"replace","path":"/metadata/managedFields","value":[{"manager":"helm","operation":"Apply","apiVersion":"apiextensions.k8s.io/v1","fieldsType":"FieldsV1","fieldsV1":{"f:metadata":{"f:labels":{"f:app.kubernetes.io/managed-by":{}}}}}]}]'; fi
 	$(K) create namespace $(NAMESPACE) --dry-run=client -o yaml | $(K) apply -f -
 	@$(K) -n $(NAMESPACE) create secret generic kubepay-credentials \
 	  --from-literal=STRIPE_SECRET_KEY="$$STRIPE_SECRET_KEY" \
@@ -159,6 +166,7 @@ deploy: tools  ## CRDs, credentials Secret and `helm upgrade --install` (needs S
 	  --values deploy/values-kind.yaml \
 	  --set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(lastword $(subst :, ,$(IMAGE))) \
 	  --wait --timeout 5m
+	$(K) wait --for=condition=Established --timeout=60s -f crds/
 	$(K) -n $(NAMESPACE) rollout restart deployment -l app.kubernetes.io/instance=$(RELEASE)
 	$(K) -n $(NAMESPACE) rollout status deployment -l app.kubernetes.io/instance=$(RELEASE) --timeout=180s
 

@@ -115,12 +115,42 @@ def test_helm_lint_strict(helm: Path, values: Path) -> None:
 
 
 def test_chart_crds_are_the_repository_crds() -> None:
-    top, chart = REPO / "crds", CHART / "crds"
+    top, chart = REPO / "crds", CHART / "files" / "crds"
     top_files = sorted(p.name for p in top.iterdir() if p.is_file())
     chart_files = sorted(p.name for p in chart.iterdir() if p.is_file())
-    assert chart_files == top_files, "helm/kubepay/crds/ differs from crds/: run `make chart-crds`"
+    assert chart_files == top_files, "helm/kubepay/files/crds/ differs from crds/: run `make chart-crds`"
     for name in top_files:
         assert filecmp.cmp(top / name, chart / name, shallow=False), f"{name} differs: run `make chart-crds`"
+    # A chart's crds/ folder would make Helm install them a second way (first install only, never upgraded).
+    assert not (CHART / "crds").exists()
+
+
+def kubepay_crds(objects: list[Doc]) -> dict[str, Doc]:
+    return {o["metadata"]["name"]: o for o in find(objects, "CustomResourceDefinition")
+            if o["spec"]["group"] == "kubepay.io"}
+
+
+def test_crds_are_release_objects_kept_on_uninstall(render: Render, default_objects: list[Doc]) -> None:
+    """templates/crds.yaml renders the repository's crds/ unchanged but for the chart's labels and, with crds.keep,
+    helm.sh/resource-policy: keep; crds.enabled=false leaves them out (and kopf's peering CRDs follow crds.keep)."""
+    sources = {c["metadata"]["name"]: c for c in crds_by_kind().values()}
+    rendered = kubepay_crds(default_objects)
+    assert set(rendered) == set(sources) == {"paymentintents.kubepay.io", "paymentrefunds.kubepay.io"}
+    for name, crd in rendered.items():
+        source = sources[name]
+        assert {k: v for k, v in crd.items() if k != "metadata"} == {k: v for k, v in source.items() if k != "metadata"}
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}, name
+        labels = crd["metadata"]["labels"]
+        assert source["metadata"]["labels"].items() <= labels.items(), name
+        assert (labels["app.kubernetes.io/instance"], labels["app.kubernetes.io/component"]) == (RELEASE, "crds")
+    not_kept = kubepay_crds(render(VALUES_REQUIRED, sets=["crds.keep=false"]))
+    assert set(not_kept) == set(sources)
+    assert all("annotations" not in crd["metadata"] for crd in not_kept.values())
+    assert kubepay_crds(render(VALUES_REQUIRED, sets=["crds.enabled=false"])) == {}
+    peering = render(VALUES_ALL, sets=["crds.keep=false"])
+    for crd in find(peering, "CustomResourceDefinition", ".kopf.dev"):
+        assert "annotations" not in crd["metadata"], crd["metadata"]["name"]
+    assert len(find(peering, "CustomResourceDefinition", ".kopf.dev")) == 2
 
 
 # --- schema validation -------------------------------------------------------------------------------
@@ -498,8 +528,6 @@ def test_optional_extras(all_objects: list[Doc], default_objects: list[Doc]) -> 
 def test_labels_follow_app_kubernetes_io_conventions(render: Render) -> None:
     for variant, objects in all_variants(render).items():
         for obj in objects:
-            if obj["kind"] == "CustomResourceDefinition" and group_of(obj) and obj["spec"]["group"] == "kubepay.io":
-                continue  # crds/ is copied verbatim; checked against the repository's crds/
             labels = obj["metadata"].get("labels", {})
             where = f"{variant}: {obj['kind']}/{obj['metadata']['name']}"
             for key in STANDARD_LABELS:
@@ -569,16 +597,31 @@ def test_dockerfile_contract() -> None:
     assert {".git", ".venv", ".cache"} <= set(ignored)
 
 
+def render_notes(helm: Path, tmp_path: Path, *sets: str, values: Path = VALUES_REQUIRED) -> str:
+    """NOTES.txt as `helm install` prints it for these values (a client-side dry run, no cluster)."""
+    args = [str(helm), "install", RELEASE, str(CHART), "--dry-run=client", "--values", str(values)]
+    for s in sets:
+        args += ["--set", s]
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "none"), "HELM_CONFIG_HOME": str(tmp_path),
+           "HELM_CACHE_HOME": str(tmp_path), "HELM_DATA_HOME": str(tmp_path)}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\nNOTES:\n", 1)[1]
+
+
+def test_notes_say_what_happens_to_the_crds(helm: Path, tmp_path: Path) -> None:
+    kept = render_notes(helm, tmp_path)
+    assert "are part of this release; `helm upgrade` upgrades them" in kept
+    assert "`helm uninstall` keeps them" in kept and "-f crds/" not in kept
+    assert "`helm uninstall` DELETES them" in render_notes(helm, tmp_path, "crds.keep=false")
+    by_hand = render_notes(helm, tmp_path, "crds.enabled=false")
+    assert "kubectl apply --server-side --force-conflicts -f crds/" in by_hand
+    assert "upgrades them" not in by_hand
+
+
 def test_notes_tell_how_to_point_stripe_at_the_receiver(helm: Path, tmp_path: Path) -> None:
     def notes(*sets: str) -> str:
-        args = [str(helm), "install", RELEASE, str(CHART), "--dry-run=client", "--values", str(VALUES_REQUIRED)]
-        for s in sets:
-            args += ["--set", s]
-        env = {**os.environ, "KUBECONFIG": str(tmp_path / "none"), "HELM_CONFIG_HOME": str(tmp_path),
-               "HELM_CACHE_HOME": str(tmp_path), "HELM_DATA_HOME": str(tmp_path)}
-        result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.split("\nNOTES:\n", 1)[1]
+        return render_notes(helm, tmp_path, *sets)
 
     local = notes()
     assert "stripe listen --forward-to localhost:8080/payments/webhook" in local

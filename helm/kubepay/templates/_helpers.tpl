@@ -197,6 +197,22 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
+{{/*
+A CRD file rendered as a release object: include "kubepay.crd" (list $ BYTES COMPONENT KEEP). Its own labels
+stay, the chart's are added; KEEP adds helm.sh/resource-policy: keep, so `helm uninstall` leaves the CRD (and
+every object of its kind) in place.
+*/}}
+{{- define "kubepay.crd" -}}
+{{- $root := index . 0 -}}
+{{- $crd := index . 1 | toString | fromYaml -}}
+{{- $labels := merge (include "kubepay.labels" (list $root (index . 2)) | fromYaml) ($crd.metadata.labels | default dict) -}}
+{{- $_ := set $crd.metadata "labels" $labels -}}
+{{- if index . 3 -}}
+{{- $_ := set $crd.metadata "annotations" (merge (dict "helm.sh/resource-policy" "keep") ($crd.metadata.annotations | default dict)) -}}
+{{- end -}}
+{{ toYaml $crd }}
+{{- end -}}
+
 {{/* Checksum of the chart-made Secret, so pods restart when credentials change. */}}
 {{- define "kubepay.secretChecksum" -}}
 {{- if not .Values.existingSecret -}}
