@@ -281,13 +281,59 @@ def test_retention_sets_the_controllers_default(all_objects: list[Doc], default_
     assert "KUBEPAY_RETAIN_FINISHED" not in controller_env(default_objects)
 
 
-def test_namespaced_controller_gets_a_role_not_cluster_wide_access(all_objects: list[Doc]) -> None:
-    assert find(all_objects, "ClusterRole") == [] and find(all_objects, "ClusterRoleBinding") == []
+def aggregated(objects: list[Doc]) -> dict[str, Doc]:
+    """The ClusterRoles for people, by the built-in role each is aggregated into first (view, edit)."""
+    roles = [o for o in find(objects, "ClusterRole")
+             if o["metadata"]["labels"]["app.kubernetes.io/component"] == "rbac"]
+    return {o["metadata"]["name"].rsplit("-", 1)[1]: o for o in roles}
+
+
+def test_namespaced_controller_gets_a_role_not_cluster_wide_access(all_objects: list[Doc], render: Render) -> None:
+    # The only ClusterRoles are the aggregated ones for people, bound to nobody and granting no Secret.
+    assert find(all_objects, "ClusterRoleBinding") == []
+    assert find(all_objects, "ClusterRole") == list(aggregated(all_objects).values())
+    namespaced = set()
+    for variant, objects in all_variants(render).items():
+        watched = controller_env(objects)["KUBEPAY_NAMESPACE"]
+        if not watched:
+            continue
+        namespaced.add(variant)
+        # A controller that watches one namespace may create Secrets there and nowhere else; no ClusterRole
+        # grants any verb on Secrets.
+        for role in find(objects, "ClusterRole"):
+            assert not any("secrets" in rule.get("resources", []) for rule in role["rules"]), (variant, role)
+        for role in find(objects, "Role"):
+            if any("secrets" in rule.get("resources", []) for rule in role["rules"]):
+                assert role["metadata"]["namespace"] == watched, (variant, role["metadata"]["name"])
+    assert namespaced == {"all", "namespaced-single"}
     for role in find(all_objects, "Role"):
         assert role["metadata"]["namespace"] == "payments"
     for binding in find(all_objects, "RoleBinding") + find(all_objects, "ClusterRoleBinding"):
         for subject in binding["subjects"]:
             assert subject["namespace"] == NAMESPACE
+
+
+def test_aggregated_cluster_roles_for_view_edit_and_admin(render: Render, default_objects: list[Doc]) -> None:
+    for variant, objects in all_variants(render).items():
+        roles = aggregated(objects)
+        assert set(roles) == {"view", "edit"}, variant
+        labels = {name: {k.rsplit("-", 1)[1] for k, v in role["metadata"]["labels"].items()
+                         if k.startswith("rbac.authorization.k8s.io/aggregate-to-") and v == "true"}
+                  for name, role in roles.items()}
+        assert labels == {"view": {"view", "edit", "admin"}, "edit": {"edit", "admin"}}, variant
+        view, edit = roles["view"]["rules"], roles["edit"]["rules"]
+        for resource in ("paymentintents", "paymentrefunds"):
+            for verb in ("get", "list", "watch"):
+                assert grants(view, resource, verb, "kubepay.io") and grants(view, f"{resource}/status", verb,
+                                                                             "kubepay.io")
+            for verb in ("create", "update", "patch", "delete", "deletecollection"):
+                assert grants(edit, resource, verb, "kubepay.io") and not grants(view, resource, verb, "kubepay.io")
+                assert not grants(edit + view, f"{resource}/status", verb, "kubepay.io")  # the controller's
+        for rule in view + edit:
+            assert rule["apiGroups"] == ["kubepay.io"], (variant, rule)  # so never Secrets
+    off = render(VALUES_REQUIRED, sets=["rbac.aggregateClusterRoles=false"])
+    assert aggregated(off) == {}
+    assert len(find(off, "ClusterRole")) == len(find(default_objects, "ClusterRole")) - 2
 
 
 def test_orders_consumer_in_the_controller(all_objects: list[Doc], default_objects: list[Doc]) -> None:

@@ -1,8 +1,9 @@
 """The chart's life on a real control plane, without running kubepay: CRDs that upgrade with the release and
-stay on uninstall and the one-time adoption of CRDs an older release installed.
+stay on uninstall, the one-time adoption of CRDs an older release installed, and the aggregated ClusterRoles
+that kube-controller-manager folds into the built-in view, edit and admin roles.
 
 Nothing here needs a pod: the releases are installed with --no-hooks, and what is checked is what the API
-server serves.
+server serves and what it authorizes (SubjectAccessReview).
 """
 
 from __future__ import annotations
@@ -177,3 +178,60 @@ async def test_crds_adopted_once_then_upgraded_with_the_release_and_kept_on_unin
     left = await admin.custom.list_namespaced_custom_object(GROUP, VERSION, shop, PLURAL)
     assert sorted(o["metadata"]["name"] for o in left["items"]) == ["after-upgrade", "before-upgrade", "too-early"]
 
+
+KUBEPAY_RESOURCES = ("paymentintents", "paymentrefunds", "paymentintents/status", "paymentrefunds/status")
+VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+READ = {f"{verb} {resource}" for verb in ("get", "list", "watch") for resource in KUBEPAY_RESOURCES}
+WRITE = {f"{verb} {resource}" for verb in ("create", "update", "patch", "delete", "deletecollection")
+         for resource in ("paymentintents", "paymentrefunds")}
+# What a user bound with a RoleBinding to each built-in ClusterRole may do with kubepay's kinds (README "What each
+# ServiceAccount can do"): status stays the controller's and the receiver's.
+BUILT_IN = {"view": READ, "edit": READ | WRITE, "admin": READ | WRITE}
+
+
+async def _may(admin: Kube, user: str, verb: str, probe: str, namespace: str) -> bool:
+    resource, _, subresource = probe.partition("/")
+    group = "" if resource == "secrets" else GROUP
+    review = await client.AuthorizationV1Api(admin.api).create_subject_access_review({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": ["system:authenticated"],
+                 "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                        "subresource": subresource, "namespace": namespace}}})
+    return bool(review.status.allowed)
+
+
+async def _table(admin: Kube, user: str, namespace: str) -> set[str]:
+    return {f"{verb} {resource}" for resource in KUBEPAY_RESOURCES for verb in VERBS
+            if await _may(admin, user, verb, resource, namespace)}
+
+
+async def test_aggregated_roles_give_view_edit_and_admin_kubepays_kinds(tools: Tools, admin: Kube) -> None:
+    team, elsewhere = "team", "elsewhere"
+    rbac = client.RbacAuthorizationV1Api(admin.api)
+    for namespace in (team, elsewhere):
+        await admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    for role in BUILT_IN:
+        await rbac.create_namespaced_role_binding(team, {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": f"{role}-user"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": f"{role}-user"}]})
+    # Before the chart, the built-in roles know nothing of kubepay's kinds.
+    for role in BUILT_IN:
+        assert await _table(admin, f"{role}-user", team) == set(), role
+
+    await tools.helm_ok("install", "roles", CHART, "-n", "roles", "--create-namespace", "--no-hooks", *VALUES,
+                        "--set", "crds.enabled=false")
+
+    async def aggregated() -> bool:  # kube-controller-manager's clusterrole-aggregation controller folds them in
+        return all([await _may(admin, "view-user", "get", "paymentintents", team),
+                    await _may(admin, "admin-user", "deletecollection", "paymentrefunds", team)])
+    await wait_for(aggregated, timeout=30, what="the aggregated ClusterRoles in view, edit and admin")
+    found = {role: await _table(admin, f"{role}-user", team) for role in BUILT_IN}
+    assert found == BUILT_IN
+    for role in BUILT_IN:  # a RoleBinding grants in its namespace only
+        assert await _table(admin, f"{role}-user", elsewhere) == set(), role
+    assert not await _may(admin, "view-user", "get", "secrets", team)  # the built-in view never reads Secrets
+    view = await rbac.read_cluster_role("view")
+    assert any(GROUP in (rule.api_groups or []) for rule in view.rules)
+    await tools.helm_ok("uninstall", "roles", "-n", "roles", "--wait")
