@@ -30,24 +30,34 @@ def _settings(command: str) -> config.Settings:
 def run_operator(args: argparse.Namespace) -> None:
     settings = _settings(config.OPERATOR)
     logs.setup(settings.log_level)
-    import kopf
-
-    from kubepay.controller import peering, registry
+    from kubepay.controller import registry
 
     if settings.admission_port:
         registry.register_admission()
+    asyncio.run(_operate(settings))
 
-    asyncio.run(
-        kopf.operator(
+
+async def _operate(settings: config.Settings) -> None:
+    """kopf's operator, with the probes and metrics served from the start (start-up may wait for dependencies)."""
+    import kopf
+
+    from kubepay import http_server, metrics
+    from kubepay.controller import peering, probes
+
+    memo = kopf.Memo(settings=settings)
+    metrics.serve(settings.metrics_port)
+    runner = await http_server.start(probes.app(memo), settings.health_port)
+    try:
+        await kopf.operator(
             clusterwide=settings.namespace is None,
             namespaces=[settings.namespace] if settings.namespace else (),
             standalone=settings.peering_name is None,
             peering_name=settings.peering_name,
             identity=peering.IDENTITY,  # type: ignore[arg-type]  # kopf's NewType of str
-            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-            memo=kopf.Memo(settings=settings),
+            memo=memo,
         )
-    )
+    finally:
+        await runner.cleanup()
 
 
 def _serve(command: str, module: str) -> None:
@@ -93,6 +103,12 @@ def run_replay_events(args: argparse.Namespace) -> None:
     raise SystemExit(1 if any(outcome.startswith("invalid") for _, outcome in results) else 0)
 
 
+def run_check_ready(args: argparse.Namespace) -> None:
+    from kubepay import readiness_check
+
+    raise SystemExit(readiness_check.main(args.urls, args.timeout))
+
+
 async def _replay(settings: config.Settings, event_ids: list[str]) -> list[tuple[str, str]]:
     from kubepay.stripe import events as stripe_events
 
@@ -128,6 +144,10 @@ def parser() -> argparse.ArgumentParser:
     replay = command(config.REPLAY, "apply again ledgered Stripe events that were invalid or left unprocessed",
                      run_replay_events)
     replay.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="only these events (default: all)")
+    ready = command("check-ready", "GET each URL once; exit 0 only if every one answers 2xx (the helm test hook)",
+                    run_check_ready)
+    ready.add_argument("urls", nargs="+", metavar="URL", help="e.g. http://kubepay-receiver.kubepay.svc/readyz")
+    ready.add_argument("--timeout", type=float, default=10.0, help="seconds for all of them (default: 10)")
     return root
 
 

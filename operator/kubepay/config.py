@@ -39,6 +39,7 @@ def _v(name: str, default: str, meaning: str, *commands: str, required: tuple[st
     return Variable(name, default, meaning, frozenset(commands) if commands else ALL, frozenset(required))
 
 
+METRICS_PORTS = {OPERATOR: "9090", WEBHOOK: "9091", API: "9092", ORDERS: "9093"}
 _TOPIC_DEFAULTS = {
     "initiated": "payments.initiated", "succeeded": "payments.succeeded", "failed": "payments.failed",
     "canceled": "payments.canceled", "refunded": "payments.refunded", "order_status": "orders.status",
@@ -66,8 +67,11 @@ VARIABLES: tuple[Variable, ...] = (
     _v("KUBEPAY_PEERING_NAME", "", "kopf peering object; set it when running more than one replica", OPERATOR),
     _v("KUBEPAY_PEERING_LIFETIME", "60", "seconds a peered controller's keep-alive holds: a standby takes over "
        "from a crashed active controller within this", OPERATOR),
-    _v("KUBEPAY_HEALTH_PORT", "8090", "liveness endpoint /healthz", OPERATOR, ORDERS),
-    _v("KUBEPAY_METRICS_PORT", "9090", "Prometheus /metrics (0: off)", OPERATOR),
+    _v("KUBEPAY_HEALTH_PORT", "8090", "liveness /healthz and readiness /readyz", OPERATOR, ORDERS),
+    _v("KUBEPAY_METRICS_PORT", "", "Prometheus /metrics on a port of its own, 0: off (default: operator 9090, "
+       "webhook 9091, api 9092, orders-consumer 9093, so that all run side by side)", OPERATOR, WEBHOOK, API, ORDERS),
+    _v("KUBEPAY_STUCK_SECONDS", "3600", "a PaymentIntent not final this long after its creation counts in "
+       "kubepay_payments_stuck", OPERATOR),
     _v("KUBEPAY_ADMISSION_PORT", "0", "HTTPS port of the validating admission webhooks (0: off)", OPERATOR),
     _v("KUBEPAY_ADMISSION_CERT_DIR", "/etc/kubepay/admission", "folder with tls.crt and tls.key", OPERATOR),
     _v("KUBEPAY_WORKERS", "64", "resources the controller handles at once (catch-up reads take at most half)",
@@ -178,6 +182,7 @@ class Settings:
     peering_name: str | None = None  # None: standalone
     peering_lifetime: int = 60
     workers: int = 64
+    stuck_seconds: float = 3600.0
 
 
 class _Reader:
@@ -198,8 +203,8 @@ class _Reader:
             self.problems.append(f"{name} is required but not set")
         return variable.default if default is None else default
 
-    def integer(self, name: str, low: int = 0, high: int = 65535) -> int:
-        raw = self.text(name)
+    def integer(self, name: str, low: int = 0, high: int = 65535, default: str | None = None) -> int:
+        raw = self.text(name, default)
         try:
             value = int(raw)
         except ValueError:
@@ -322,7 +327,7 @@ def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Setti
         http_port=r.integer("PAYMENT_HTTP_PORT"),
         api_port=r.integer("KUBEPAY_API_PORT"),
         health_port=r.integer("KUBEPAY_HEALTH_PORT"),
-        metrics_port=r.integer("KUBEPAY_METRICS_PORT"),
+        metrics_port=r.integer("KUBEPAY_METRICS_PORT", default=METRICS_PORTS.get(command, "0")),
         admission_port=r.integer("KUBEPAY_ADMISSION_PORT"),
         admission_cert_dir=r.text("KUBEPAY_ADMISSION_CERT_DIR"),
         kafka_idempotence=r.flag("KUBEPAY_KAFKA_IDEMPOTENCE"),
@@ -348,6 +353,7 @@ def load(env: Mapping[str, str] | None = None, command: str = OPERATOR) -> Setti
         peering_name=r.text("KUBEPAY_PEERING_NAME") or None,
         peering_lifetime=r.integer("KUBEPAY_PEERING_LIFETIME", 5, 3600),
         workers=r.integer("KUBEPAY_WORKERS", 1, 1000),
+        stuck_seconds=r.number("KUBEPAY_STUCK_SECONDS"),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -10,6 +10,11 @@ from typing import Any
 
 import kopf
 
+from kubepay import __version__, config
+from kubepay.stripe.api_version import STRIPE_API_VERSION
+
+log = logging.getLogger("kubepay")
+
 SECRET_PATTERNS = re.compile(
     r"(sk|rk)_(test|live)_[A-Za-z0-9]+|whsec_[A-Za-z0-9+/=]+|pi_[A-Za-z0-9]+_secret_[A-Za-z0-9]+"
 )
@@ -84,5 +89,47 @@ def setup(level: str = "INFO") -> None:
     for handler in root.handlers:
         handler.addFilter(Redactor())
         handler.addFilter(Throttle(("aiokafka", "asyncpg")))
+        handler.addFilter(QuietSuccesses())
     for noisy in ("aiokafka", "kubernetes_asyncio", "stripe"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class QuietSuccesses(logging.Filter):
+    """kopf logs `Handler '...' succeeded.` for each start-up step and admission review: routine, so DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("kopf") and record.levelno == logging.INFO and \
+                str(record.msg).endswith(" succeeded."):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def features(command: str, settings: config.Settings) -> list[str]:
+    """What a process does beyond its basic job, for its start-up line."""
+    s = settings
+    found = [f"metrics:{s.metrics_port}"] if s.metrics_port else []
+    if s.migrate_on_start:
+        found.append("migrate-on-start")
+    if command == config.OPERATOR:
+        found += [f"workers:{s.workers}", f"stripe-rate:{s.stripe_rate_limit:g}/s",
+                  f"kafka-acks:{s.kafka_acks}", "kafka-idempotence" if s.kafka_idempotence else "no-kafka-idempotence"]
+        found += [f"peering:{s.peering_name}"] if s.peering_name else []
+        found += [f"admission:{s.admission_port}"] if s.admission_port else []
+        found += ["orders-consumer"] if s.orders_consumer_in_operator else []
+        found += [f"retention:{s.retain_finished:.0f}s"] if s.retain_finished else []
+    elif command == config.API:
+        found.append(f"auth:{s.api_auth}")
+    return found
+
+
+def started(command: str, settings: config.Settings, port: int | None = None) -> None:
+    """The one start-up line: version, Stripe API version, watched namespaces and features, as fields too."""
+    namespaces = [settings.api_namespace] if command == config.API else (
+        [settings.namespace] if settings.namespace else ["*"])
+    found = features(command, settings)
+    where = f" on port {port}" if port else ""
+    log.info("kubepay %s %s started%s: Stripe API %s, namespaces %s, features %s", command, __version__, where,
+             STRIPE_API_VERSION, ",".join(namespaces), ",".join(found) or "none",
+             extra={"version": __version__, "stripe_api_version": STRIPE_API_VERSION, "namespaces": namespaces,
+                    "features": found, "command": command})

@@ -32,6 +32,14 @@ class KubepayProcess:
         self._log: IO[bytes] | None = None
 
     @property
+    def env(self) -> dict[str, str]:
+        return dict(self._env)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self._env['KUBEPAY_METRICS_PORT']}/metrics"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 

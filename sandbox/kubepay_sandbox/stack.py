@@ -77,14 +77,19 @@ class Tenant:
         return f"http://127.0.0.1:{self.env['PAYMENT_HTTP_PORT']}/payments/webhook"
 
     def process(self, command: str, **overrides: str) -> KubepayProcess:
+        """A process of the tenant; it counts as started once its /readyz answers. Each gets a metrics port of
+        its own (`process.env["KUBEPAY_METRICS_PORT"]`) unless `overrides` name one."""
         env = {**self.env, **overrides}
         if command == "orders-consumer" and "KUBEPAY_HEALTH_PORT" not in overrides:
             env["KUBEPAY_HEALTH_PORT"] = str(free_port())  # may run next to the operator, which has this one
+        if "KUBEPAY_METRICS_PORT" not in overrides:
+            env["KUBEPAY_METRICS_PORT"] = str(free_port())
         port = {"webhook": env["PAYMENT_HTTP_PORT"], "api": env["KUBEPAY_API_PORT"]}.get(
             command, env["KUBEPAY_HEALTH_PORT"]
         )
+        probe = "healthz" if command == "orders-consumer" else "readyz"
         proc = KubepayProcess(
-            command, env, f"http://127.0.0.1:{port}/healthz", self.workdir / f"{command}-{len(self.processes)}.log"
+            command, env, f"http://127.0.0.1:{port}/{probe}", self.workdir / f"{command}-{len(self.processes)}.log"
         )
         self.processes.append(proc)
         return proc
@@ -277,7 +282,6 @@ class Sandbox:
             "KUBEPAY_NAMESPACE": namespace,
             "PAYMENT_HTTP_PORT": str(free_port()),
             "KUBEPAY_HEALTH_PORT": str(free_port()),
-            "KUBEPAY_METRICS_PORT": str(free_port()),
             "KUBEPAY_ADMISSION_PORT": str(free_port()),
             "KUBEPAY_ADMISSION_CERT_DIR": str(await asyncio.to_thread(write_self_signed, workdir / "admission")),
             "KUBEPAY_RESYNC_SECONDS": str(resync_seconds),

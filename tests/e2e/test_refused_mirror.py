@@ -43,7 +43,6 @@ async def test_a_refused_row_ends_in_synced_false_and_the_messages_still_go_out(
     assert len(await messages(sandbox.kafka, topics.succeeded, "poison", 1)) == 1
     assert await fetch(running.tenant.database_url, "SELECT 1 FROM payments WHERE order_id = 'poison'") == []
 
-    metrics_url = f"http://127.0.0.1:{running.tenant.env['KUBEPAY_METRICS_PORT']}/metrics"
-    async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
+    async with aiohttp.ClientSession() as session, session.get(running.operator.metrics_url) as response:
         scrape = await response.text()
     assert 'kubepay_refused_writes_total{target="postgres"}' in scrape

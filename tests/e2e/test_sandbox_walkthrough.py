@@ -126,10 +126,12 @@ async def test_readme_walkthrough_pays_through_the_users_own_receiver(tmp_path: 
         env = await sourced(env_file, user_env)
         assert env["PAYMENT_HTTP_PORT"] == str(port)  # the receiver listens where --forward-to sends
         assert env["STRIPE_WEBHOOK_SECRET"].startswith("whsec_")
-        health = {OPERATOR: env["KUBEPAY_HEALTH_PORT"], WEBHOOK: env["PAYMENT_HTTP_PORT"]}
+        ready = {OPERATOR: env["KUBEPAY_HEALTH_PORT"], WEBHOOK: env["PAYMENT_HTTP_PORT"]}
         for step in (OPERATOR, WEBHOOK):
             subcommand = step.split()[1]
-            processes.append(KubepayProcess(subcommand, env, f"http://127.0.0.1:{health[step]}/healthz",
+            # Each has its own metrics port by default (9090, 9091); a test takes free ones instead.
+            own = {**env, "KUBEPAY_METRICS_PORT": str(free_port())}
+            processes.append(KubepayProcess(subcommand, own, f"http://127.0.0.1:{ready[step]}/readyz",
                                             tmp_path / f"{subcommand}.log"))
         await asyncio.gather(*(p.start(ready_timeout=DEADLINE) for p in processes))
 
@@ -164,7 +166,7 @@ async def test_readme_walkthrough_pays_through_the_users_own_receiver(tmp_path: 
         # Stripe's payment_intent.succeeded reached the user's receiver: its metrics, the ledger row it
         # wrote, and the delivery line in the sandbox's terminal.
         async with aiohttp.ClientSession() as session, \
-                session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                session.get(processes[1].metrics_url) as response:
             metrics = await response.text()
         counted = [sample.value for family in text_string_to_metric_families(metrics) for sample in family.samples
                    if sample.name == "kubepay_webhook_events_total"

@@ -6,7 +6,7 @@ import pytest
 import stripe
 
 from kubepay import __version__
-from kubepay.stripe.gateway import STRIPE_API_VERSION
+from kubepay.stripe.api_version import STRIPE_API_VERSION
 from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, stripe_id, wait_for
@@ -28,5 +28,5 @@ async def test_requests_carry_the_pinned_version_and_app_info(sandbox: Sandbox, 
     assert f"kubepay/{__version__}" in create["user_agent"]
 
     async def logged() -> bool:
-        return f"Stripe API version {STRIPE_API_VERSION}" in running.operator.logs()
+        return f"Stripe API {STRIPE_API_VERSION}" in running.operator.logs()
     await wait_for(logged, what="the operator logging the Stripe API version at start")

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from kubepay import __version__
+from kubepay.stripe.api_version import STRIPE_API_VERSION
 from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
 from tests.helpers import Kube, deliver, fetch, messages, stripe_event, wait_for
@@ -158,7 +160,14 @@ async def test_health_readiness_and_metrics(running: Running) -> None:
         async with session.get(f"{base}/readyz") as response:
             assert response.status == 200, await response.text()
         async with session.get(f"{base}/metrics") as response:
-            assert "kubepay_webhook_events_total" in await response.text()
+            assert response.status == 404  # not on the port the internet reaches
+        forged = stripe_event("customer.created", {})
+        assert (await deliver(running.tenant.webhook_url, forged, "whsec_wrong"))[0] == 400
+        async with session.get(running.webhook.metrics_url) as response:
+            scrape = await response.text()
+    assert 'kubepay_webhook_events_total{outcome="rejected",type="invalid"}' in scrape
+    assert 'kubepay_webhook_duration_seconds_count{status="400"}' in scrape
+    assert f'kubepay_build_info{{stripe_api_version="{STRIPE_API_VERSION}",version="{__version__}"}} 1.0' in scrape
     assert running.tenant.webhook_secret not in running.webhook.logs()
 
 
@@ -186,7 +195,7 @@ def _log_records(text: str) -> list[dict[str, Any]]:
     return records
 
 
-async def test_log_lines_name_the_resource_and_rejections_are_warnings(
+async def test_log_lines_name_the_resource_and_rejections_are_warnings_and_successes_are_quiet(
         sandbox: Sandbox, running: Running, kube: Kube) -> None:
     ns, url, secret = running.namespace, running.tenant.webhook_url, running.tenant.webhook_secret
     intent = await _intent(sandbox, kube, ns, "logged", "4009")
@@ -200,23 +209,25 @@ async def test_log_lines_name_the_resource_and_rejections_are_warnings(
     assert (await deliver(url, event, secret))[1]["outcome"] == "applied"
     await kube.wait_pi(ns, "logged", lambda o: "succeeded" in o["status"].get("published", []), what="published")
 
-    async def receiver_lines() -> list[dict[str, Any]] | None:
-        records = _log_records(running.webhook.logs())
-        return records if any(r.get("stripe_event_id") == event["id"] for r in records) else None
-    records = await wait_for(receiver_lines, what="the receiver's line about the event")
+    records = _log_records(running.webhook.logs())
     [rejected] = [r for r in records if "rejected" in r["message"]]
     assert rejected["severity"] == "warn" and "signature" in rejected["message"]
     assert marker not in running.webhook.logs()
-    [applied] = [r for r in records if r.get("stripe_event_id") == event["id"]]
-    assert applied["object"] == {"apiVersion": "kubepay.io/v1alpha1", "kind": "PaymentIntent", "namespace": ns,
-                                 "name": "logged", "uid": uid}
+    # A delivery applied, a milestone published: routine successes, not logged at INFO (the k8s events are).
+    assert not [r for r in records if r.get("stripe_event_id") == event["id"]], records
 
     async def controller_lines() -> list[dict[str, Any]] | None:
         records = _log_records(running.operator.logs())
-        published = [r for r in records if r["message"].startswith("published succeeded")]
-        return published or None
-    [published] = await wait_for(controller_lines, what="the controller's published line")
-    assert (published["object"]["name"], published["object"]["uid"]) == ("logged", uid)
-    [created] = [r for r in _log_records(running.operator.logs())
+        return [r for r in records if r["message"].startswith("Succeeded: ")] or None
+    [succeeded] = await wait_for(controller_lines, what="the controller's line of the Succeeded k8s event")
+    assert (succeeded["object"]["name"], succeeded["object"]["uid"]) == ("logged", uid)
+    operator_records = _log_records(running.operator.logs())
+    [created] = [r for r in operator_records
                  if r["message"].startswith("StripeIntentCreated: Created Stripe PaymentIntent")]
     assert (created["object"]["name"], created["object"]["uid"]) == ("logged", uid)  # each k8s event is logged
+    assert not [r for r in operator_records if r["message"].endswith(" succeeded.")], operator_records
+    # One start-up line each, with the version, the Stripe API version, the namespaces and the features.
+    for process, command in ((running.operator, "operator"), (running.webhook, "webhook")):
+        [start] = [r for r in _log_records(process.logs()) if r.get("command") == command]
+        assert start["version"] == __version__ and start["stripe_api_version"] == STRIPE_API_VERSION, start
+        assert start["namespaces"] == [ns] and f"metrics:{process.env['KUBEPAY_METRICS_PORT']}" in start["features"]

@@ -61,7 +61,7 @@ async def test_signed_events_kubepay_cannot_apply_are_ledgered_invalid_with_a_2x
     pi = await kube.get_pi(ns, "hostile")
     assert pi is not None and pi["status"]["phase"] == "Pending"
     base = url.rsplit("/payments", 1)[0]
-    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+    async with aiohttp.ClientSession() as session, session.get(running.webhook.metrics_url) as response:
         scrape = await response.text()
     assert 'kubepay_webhook_events_total{outcome="invalid",type="payment_intent.succeeded"}' in scrape
     async with aiohttp.ClientSession() as session, session.get(f"{base}/healthz") as response:

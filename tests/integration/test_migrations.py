@@ -27,7 +27,7 @@ async def test_concurrent_and_repeated_migrations_converge(sandbox: Sandbox) -> 
     assert [code for code, _ in results] == [0, 0, 0], results
     assert (await _migrate(dsn))[0] == 0
     versions = await fetch(dsn, "SELECT version_num FROM alembic_version")
-    assert versions == [{"version_num": "0003"}]
+    assert versions == [{"version_num": "0004"}]
     columns = {r["column_name"]: r["data_type"] for r in await fetch(
         dsn, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'payments'")}
     assert columns["amount"] == "bigint"

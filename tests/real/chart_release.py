@@ -91,7 +91,8 @@ class Release:
         (the migration's Secret and ServiceAccount, the kopf peering object), the migration Job's
         `kubepay migrate` runs here with the Job's environment. Returns the migration's output."""
         text = await self.helm_command("get", "hooks", self.name, "--namespace", self.namespace)
-        hooks = sorted((doc for doc in yaml.safe_load_all(text) if doc),
+        hooks = sorted((doc for doc in yaml.safe_load_all(text)
+                        if doc and doc["metadata"]["annotations"]["helm.sh/hook"] != "test"),  # `helm test` only
                        key=lambda h: int(h["metadata"]["annotations"].get("helm.sh/hook-weight", "0")))
         objects = [h for h in hooks if h["kind"] != "Job"]
         for obj in objects:  # as Helm: the release's namespace unless the template names another
@@ -103,6 +104,16 @@ class Release:
             "helm.sh/hook-delete-policy", "")]
         await self.kubectl("delete", "-f", "-", stdin=yaml.safe_dump_all(done))
         return migrated
+
+    async def test_hook(self) -> list[str]:
+        """The args of the container of the release's `helm test` Pod, as `helm get hooks` shows them."""
+        text = await self.helm_command("get", "hooks", self.name, "--namespace", self.namespace)
+        [pod] = [doc for doc in yaml.safe_load_all(text)
+                 if doc and doc["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+        assert pod["kind"] == "Pod"
+        [container] = pod["spec"]["containers"]
+        args: list[str] = container["args"]
+        return args
 
     async def kubectl(self, *args: str, stdin: str = "") -> str:
         return await run(self.kubectl_binary, "--kubeconfig", self.cluster.kubeconfig, *args, stdin=stdin)
@@ -131,7 +142,7 @@ class Release:
                                                    self.namespace)
         port = {"webhook": "PAYMENT_HTTP_PORT", "api": "KUBEPAY_API_PORT"}.get(work.command, "KUBEPAY_HEALTH_PORT")
         process = KubepayProcess(work.command, {**env, "KUBECONFIG": str(kubeconfig)},
-                                 f"http://127.0.0.1:{env[port]}/healthz", self.workdir / f"{work.component}.log")
+                                 f"http://127.0.0.1:{env[port]}/readyz", self.workdir / f"{work.component}.log")
         await process.start()
         return process
 

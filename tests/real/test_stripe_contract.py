@@ -16,7 +16,8 @@ from kubepay.controller import intents
 from kubepay.model import identity, refunds
 from kubepay.model.resources import PaymentIntent, PaymentRefund
 from kubepay.stripe import events as stripe_events
-from kubepay.stripe.gateway import STRIPE_API_VERSION, StripeGateway, StripeRejected
+from kubepay.stripe.api_version import STRIPE_API_VERSION
+from kubepay.stripe.gateway import StripeGateway, StripeRejected
 from kubepay_sandbox.stripe_mock import StripeMock
 
 UID = "6f1d2c3b-0000-4000-8000-000000000001"

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubepay import metrics
 from kubepay.kube.client import Conflict, Invalid, KubeClient, KubeUnavailable, NotFound
 from kubepay.mirror.rows import PaymentRow
 from kubepay.model import identity, labels
@@ -75,6 +76,27 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
 
 def invalid(fields: dict[str, str]) -> web.Response:
     return error(422, "invalid request", fields=fields)
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@web.middleware
+async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """kubepay_api_request_duration_seconds by method, route pattern and status; unknown ones count as `other`."""
+    started, status = time.monotonic(), 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "other"
+        method = request.method if request.method in METHODS else "other"
+        metrics.API_REQUEST_DURATION.labels(method, route, str(status)).observe(time.monotonic() - started)
 
 
 @web.middleware
@@ -215,7 +237,7 @@ async def create_intent(request: web.Request) -> web.Response:
     name, payment_id = meta["name"], str(identity.payment_id(meta["uid"]))
     found = await _client_secret(kube, config.namespace, name, time.monotonic() + config.wait_seconds)
     if isinstance(found, str):
-        log.info("payment %s for order %s: %s", payment_id, order_id, "created" if created else "existing")
+        log.debug("payment %s for order %s: %s", payment_id, order_id, "created" if created else "existing")
         return web.json_response(
             {"payment_id": payment_id, "client_secret": found, "name": name, "namespace": config.namespace,
              "order_id": order.order_id, **_amounts("amount", order.amount_minor, order.currency),
@@ -394,7 +416,7 @@ async def create_refund(request: web.Request) -> web.Response:
         return error(422, f"Kubernetes refused the PaymentRefund: {exc}", fields={})
     except ApiException as exc:
         return error(422, f"Kubernetes refused the PaymentRefund: {exc.reason}", fields={})
-    log.info("refund %s requested for payment %s", manifest["metadata"]["name"], payment_id)
+    log.debug("refund %s requested for payment %s", manifest["metadata"]["name"], payment_id)
     return web.json_response(_refund_json(refund, row), status=201)
 
 
@@ -403,7 +425,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def make_api_app(store: Store, kube: KubeClient, config: ApiConfig, auth: Authenticator) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_and_auth])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[timed, errors_and_auth])
     app[STORE], app[KUBE], app[CONFIG], app[AUTH] = store, kube, config, auth
     app.router.add_post("/payments/intent", create_intent)
     app.router.add_get("/payments", list_payments)

@@ -1,11 +1,11 @@
-"""The receiver's aiohttp application: webhook routes, health, readiness and metrics."""
+"""The receiver's aiohttp application: webhook routes, health and readiness (metrics have their own port)."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubepay import metrics
 from kubepay.kube.client import KubeClient
@@ -31,27 +31,33 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def webhook(request: web.Request) -> web.Response:
-    with metrics.WEBHOOK_LATENCY.time():
-        try:
-            payload = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _rejected(request, 413, f"body larger than {MAX_BODY} bytes")
-        try:
-            event = signature.verify(payload, request.headers.get("Stripe-Signature"), request.app[SECRET])
-        except signature.BadRequest as exc:
-            metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
-            return _rejected(request, 400, str(exc))
-        except event_shape.InvalidEvent as exc:
-            return await _invalid(request, exc)
-        try:
-            outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE],
-                                                 request.app[NAMESPACE], request.app[SEEN])
-        except RETRYABLE as exc:
-            log.warning("Stripe event %s deferred (503, Stripe retries): %s", event["id"], exc,
-                        extra={"stripe_event_id": event["id"]})
-            metrics.WEBHOOK_EVENTS.labels(event["type"], "unavailable").inc()
-            return _error(503, "temporarily unable to process the event; Stripe will retry")
-        return web.json_response({"received": True, "outcome": outcome})
+    started = time.monotonic()
+    response = await _delivery(request)
+    metrics.WEBHOOK_DURATION.labels(str(response.status)).observe(time.monotonic() - started)
+    return response
+
+
+async def _delivery(request: web.Request) -> web.Response:
+    try:
+        payload = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _rejected(request, 413, f"body larger than {MAX_BODY} bytes")
+    try:
+        event = signature.verify(payload, request.headers.get("Stripe-Signature"), request.app[SECRET])
+    except signature.BadRequest as exc:
+        metrics.WEBHOOK_EVENTS.labels("invalid", "rejected").inc()
+        return _rejected(request, 400, str(exc))
+    except event_shape.InvalidEvent as exc:
+        return await _invalid(request, exc)
+    try:
+        outcome = await stripe_events.handle(event, request.app[STORE], request.app[KUBE],
+                                             request.app[NAMESPACE], request.app[SEEN])
+    except RETRYABLE as exc:
+        log.warning("Stripe event %s deferred (503, Stripe retries): %s", event["id"], exc,
+                    extra={"stripe_event_id": event["id"]})
+        stripe_events.count(event["type"], "unavailable")
+        return _error(503, "temporarily unable to process the event; Stripe will retry")
+    return web.json_response({"received": True, "outcome": outcome})
 
 
 async def _invalid(request: web.Request, exc: event_shape.InvalidEvent) -> web.Response:
@@ -72,10 +78,6 @@ def _rejected(request: web.Request, status: int, reason: str) -> web.Response:
     return _error(status, reason)
 
 
-async def metrics_view(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 def make_app(store: Store, kube: KubeClient, webhook_secret: str, namespace: str | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[STORE], app[KUBE], app[SECRET], app[NAMESPACE] = store, kube, webhook_secret, namespace
@@ -83,5 +85,4 @@ def make_app(store: Store, kube: KubeClient, webhook_secret: str, namespace: str
     app.router.add_post("/payments/webhook", webhook)
     app.router.add_post("/webhooks/stripe", webhook)
     add_health_routes(app)
-    app.router.add_get("/metrics", metrics_view)
     return app

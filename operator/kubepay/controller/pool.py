@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
+from kubepay import metrics
 from kubepay.controller import handling
 from kubepay.controller.handling import Tracked
 from kubepay.controller.reconcile import Kind, LoopState, Resync
@@ -20,11 +23,12 @@ from kubepay.controller.standby import Standby
 from kubepay.controller.workqueue import Priority, WorkQueue
 from kubepay.kube.watch import Change, Seen, changes
 from kubepay.mirror.downstream import settled
-from kubepay.model.resources import PaymentIntent, Resource
+from kubepay.model.resources import PaymentIntent, PaymentRefund, Resource
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # plural, namespace, name
+KIND_NAMES = {kind.plural: kind.kind for kind in (PaymentIntent, PaymentRefund)}
 
 
 class Controller:
@@ -141,24 +145,34 @@ class Controller:
             await self._handle(*taken)
 
     async def _handle(self, key: Key, _: Priority, idle: bool) -> None:
+        started = time.monotonic()
+        outcome: str | None = "error"
         try:
-            await self._handle_tracked(key, idle)
+            outcome = await self._handle_tracked(key, idle)
         except Exception:
             log.exception("handling %s/%s failed unexpectedly; retrying in 30s", key[1], key[2])
             self._queue.add(key, delay=30)
         finally:
             self._queue.done(key)
+            if outcome is not None:
+                metrics.RECONCILE_DURATION.labels(KIND_NAMES[key[0]], outcome).observe(time.monotonic() - started)
 
-    async def _handle_tracked(self, key: Key, idle: bool) -> None:
+    async def _handle_tracked(self, key: Key, idle: bool) -> str | None:
+        """The outcome (done, requeued or retry), or None when there was nothing to handle."""
         tracked = self._tracked.get(key)
         if tracked is None:
-            return
+            return None
         kind = self._kinds[key[0]]
         again = await handling.handle(self._rt, kind, tracked, idle)
         if again is not None:
             self._queue.add(key, Priority.CATCH_UP if again.idle else Priority.CHANGE, again.after, again.idle)
-            return
+            return "requeued" if again.idle else "retry"
         self._drop_if_done(key, kind, tracked)
+        return "done"
+
+    def bodies(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(plural, newest body) of every resource with work; consume it before the next await."""
+        return ((key[0], tracked.body) for key, tracked in self._tracked.items())
 
     def _drop_if_done(self, key: Key, kind: Kind[Any], tracked: Tracked) -> None:
         """A finished resource's state goes once its newest body shows it mirrored."""

@@ -105,5 +105,5 @@ async def resync(rt: Runtime, resource: Resource, why: Resync) -> bool:
         return False
     repaired = await apply_observation(rt.kube, resource.plural, resource.meta, obs)
     if repaired:
-        log.info("resync read %s from Stripe", resource.stripe_id, extra=about)
+        log.debug("resync read %s from Stripe", resource.stripe_id, extra=about)
     return repaired

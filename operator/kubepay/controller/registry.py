@@ -1,5 +1,4 @@
-"""Every kopf registration of the controller, in one place: start-up and clean-up, the health probe,
-admission and peering.
+"""Every kopf registration of the controller, in one place: start-up and clean-up, admission and peering.
 
 kopf does not watch PaymentIntents and PaymentRefunds: its per-object machinery (a task, memo, progress
 annotations and patches for each object) cost most of the controller's CPU and memory at scale, so one watch per
@@ -13,10 +12,11 @@ import logging
 from typing import Any
 
 import kopf
-import prometheus_client
 
-from kubepay.config import Settings
+from kubepay import logs
+from kubepay.config import OPERATOR, Settings
 from kubepay.controller import admission, backfill, payment_intents, payment_refunds, peering
+from kubepay.controller.gauges import Gauges
 from kubepay.controller.pool import Controller
 from kubepay.controller.runtime import Runtime
 from kubepay.controller.standby import Standby
@@ -25,7 +25,7 @@ from kubepay.model.resources import GROUP, PAYMENT_INTENTS, PAYMENT_REFUNDS, VER
 from kubepay.orders import consumer as orders_consumer
 
 log = logging.getLogger(__name__)
-TASKS = ("controller", "events", "backfill", "retention")
+TASKS = ("controller", "events", "backfill", "retention", "gauges")
 
 
 @kopf.on.startup()
@@ -41,8 +41,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     peering.configure(settings, config)
     if config.admission_port:
         admission.configure_server(settings, config)
-    if config.metrics_port and "metrics_server" not in memo:  # bound once, should start-up be retried
-        memo["metrics_server"] = prometheus_client.start_http_server(config.metrics_port)
     rt = memo["runtime"] = await Runtime.start(config)
     poster = k8s_events.Poster(rt.kube)
     k8s_events.capture(poster.put)
@@ -50,6 +48,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     standby = Standby(rt.kube if config.peering_name else None, config.peering_name, config.namespace,
                       peering.IDENTITY, peering.PRIORITY)
     controller = Controller(rt, [payment_intents.KIND, payment_refunds.KIND], standby)
+    memo["gauges"] = asyncio.create_task(Gauges(controller.bodies, rt.store.ledger, rt.publisher,
+                                                lambda: standby.is_active, config.stuck_seconds).run())
     memo["controller"] = asyncio.create_task(controller.run())
     memo["controller"].add_done_callback(_stopped)
     # The catch-up may page through days of events: it runs beside the watches, not before them.
@@ -57,22 +57,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["retention"] = asyncio.create_task(rt.retention.run())
     if config.orders_consumer_in_operator:
         memo["orders_consumer"] = await orders_consumer.start_background(config, rt.kube)
+    memo["started"] = True  # readiness checks the runtime's clients from now on
+    logs.started(OPERATOR, config)
 
 
 def _stopped(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
         log.critical("the controller stopped: %s", error, exc_info=error)
-
-
-@kopf.on.probe(id="runtime")
-async def runtime_ready(memo: kopf.Memo, **_: Any) -> bool:
-    """kopf's health endpoint fails until start-up (clients, migrations) has finished, and if the controller
-    stopped (its error is in the log): a restart is the cure."""
-    if "runtime" not in memo:
-        raise kopf.TemporaryError("starting up")
-    if memo["controller"].done():
-        raise kopf.PermanentError("the controller stopped")
-    return True
 
 
 @kopf.on.cleanup()

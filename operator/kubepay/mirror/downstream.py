@@ -150,7 +150,7 @@ async def _record(kube: KubeClient, resource: Resource, published: list[str], ne
         patch["mirroredAt"] = now_iso()
     await kube.patch_status(resource.plural, meta.namespace, meta.name, patch, None)
     if new:
-        log.info("published %s for %s/%s", ",".join(new), meta.namespace, meta.name,
+        log.debug("published %s for %s/%s", ",".join(new), meta.namespace, meta.name,
                  extra=logs.about(meta.about(), resource.kind))
 
 

@@ -63,6 +63,10 @@ class Message:
     def encoded_value(self) -> bytes:
         return json.dumps(self.value, separators=(",", ":"), sort_keys=True).encode()
 
+    @property
+    def ce_id(self) -> str:
+        return dict(self.headers)["ce_id"].decode()
+
 
 def due(phase: Phase, published: Sequence[str]) -> list[str]:
     """Milestones the phase implies that have not been published yet."""

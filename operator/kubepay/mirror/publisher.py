@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -24,6 +26,9 @@ class PublishFailed(Exception):
 class PublishRejected(Exception):
     """The broker refused a message for good (too large, an invalid topic): repeating it cannot succeed."""
 
+
+MAX_UNACKNOWLEDGED = 10_000  # messages remembered as unacknowledged, for the metrics
+FORGET_AFTER = 86_400.0
 
 # Refusals about the message itself; anything else (connections, timeouts, leadership) is retried.
 _REJECTED = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidTopicError)
@@ -56,6 +61,9 @@ def producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
 class Publisher:
     def __init__(self, settings: KafkaSettings) -> None:
         self._producer = producer(settings, "kubepay")
+        self._brokers = settings.kafka_brokers
+        # ce_id -> when an attempt to send it first failed; it goes once Kafka acknowledges the message
+        self._unacknowledged: dict[str, float] = {}
 
     async def start(self) -> None:
         try:
@@ -69,6 +77,9 @@ class Publisher:
 
     async def publish(self, messages: list[Message]) -> None:
         """Send all, then wait for every acknowledgement (in order per key, since keys pick partitions)."""
+        for m in messages:
+            if m.ce_id in self._unacknowledged:
+                metrics.KAFKA_PUBLISH_RETRIES.labels(m.topic).inc()
         try:
             futures = [
                 await self._producer.send(m.topic, m.encoded_value(), key=m.key.encode(), headers=m.headers)
@@ -77,8 +88,35 @@ class Publisher:
             for future in futures:
                 await future
         except _REJECTED as exc:
+            self._failed(messages, "rejected")
             raise PublishRejected(f"Kafka refused a message: {type(exc).__name__}") from None
         except KafkaError as exc:
-            raise PublishFailed(f"Kafka refused a message: {type(exc).__name__}") from None
+            self._failed(messages, "unavailable")
+            raise PublishFailed(f"Kafka unavailable (brokers {self._brokers}): {type(exc).__name__}") from None
         for m in messages:
+            self._unacknowledged.pop(m.ce_id, None)
             metrics.KAFKA_MESSAGES.labels(m.topic).inc()
+
+    def _failed(self, messages: list[Message], reason: str) -> None:
+        for m in messages:
+            metrics.KAFKA_PUBLISH_FAILURES.labels(m.topic, reason).inc()
+            if reason == "unavailable" and len(self._unacknowledged) < MAX_UNACKNOWLEDGED:
+                self._unacknowledged.setdefault(m.ce_id, time.monotonic())
+
+    def oldest_unacknowledged_age(self) -> float:
+        """Seconds since the first failed attempt of the oldest message still waiting for Kafka (0: none waits).
+
+        A message waits until its resource's next step sends it again; one waiting a day belongs to a resource
+        deleted meanwhile (its milestone was lost): it is forgotten."""
+        now = time.monotonic()
+        for ce_id, since in list(self._unacknowledged.items()):
+            if now - since > FORGET_AFTER:
+                del self._unacknowledged[ce_id]
+        return now - min(self._unacknowledged.values()) if self._unacknowledged else 0.0
+
+    async def ping(self, timeout: float = 5.0) -> None:
+        """Raise PublishFailed unless a broker answers a metadata request within `timeout` (readiness)."""
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishFailed(f"Kafka unavailable (brokers {self._brokers}): {type(exc).__name__}") from None

@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubepay import dependencies, http_server, retry
-from kubepay.config import Settings
+from kubepay import dependencies, http_server, logs, metrics, retry
+from kubepay.config import ORDERS, Settings
 from kubepay.kube.client import Conflict, Invalid, KubeClient, KubeUnavailable
 from kubepay.mirror import publisher
 from kubepay.orders import intake
@@ -148,7 +148,7 @@ class OrdersConsumer:
         try:
             order = parse_order(record.value)
             resource, created = await self._ensure(order)
-            log.info("%s: order %s -> %s (%s)", where, order.order_id, resource["metadata"]["name"],
+            log.debug("%s: order %s -> %s (%s)", where, order.order_id, resource["metadata"]["name"],
                      "created" if created else "already there")
         except (PoisonMessage, intake.OrderConflict) as exc:
             await self._dead_letter(record, str(exc))
@@ -197,8 +197,10 @@ async def start_background(settings: Settings, kube: KubeClient) -> OrdersConsum
 
 async def serve(settings: Settings) -> None:
     """The standalone process: the consumer plus `/healthz` on KUBEPAY_HEALTH_PORT, until SIGTERM."""
+    metrics.serve(settings.metrics_port)
     kube = await dependencies.kube()
     consumer = await start_background(settings, kube)
+    logs.started(ORDERS, settings, settings.health_port)
     task = consumer.task
 
     async def healthz(_: web.Request) -> web.Response:

@@ -93,11 +93,16 @@ async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespac
         if read is not None and not read.cancel() and not read.cancelled():
             read.exception()  # retrieved: a read ahead of a duplicate or an outage has nobody to report to
     await store.ledger.mark_processed(event["id"], outcome)
-    metrics.WEBHOOK_EVENTS.labels(event["type"] if event["type"] in HANDLED else "other", outcome).inc()
+    count(event["type"], outcome)
     kind = "PaymentRefund" if event["type"] in REFUND_TYPES else "PaymentIntent"
-    log.info("Stripe event %s %s: %s", event["id"], event["type"], outcome,
+    log.debug("Stripe event %s %s: %s", event["id"], event["type"], outcome,
              extra=logs.about(target.about(), kind, event["id"]) if target else {"stripe_event_id": event["id"]})
     return outcome
+
+
+def count(event_type: str, outcome: str) -> None:
+    """One delivery in kubepay_webhook_events_total; types kubepay does not handle count as `other`."""
+    metrics.WEBHOOK_EVENTS.labels(event_type if event_type in HANDLED else "other", outcome).inc()
 
 
 async def replay_failed(store: Store, kube: KubeClient, namespace: str | None,
@@ -118,7 +123,7 @@ async def replay_failed(store: Store, kube: KubeClient, namespace: str | None,
 async def record_invalid(exc: InvalidEvent, store: Store) -> None:
     """Ledger a signed event kubepay cannot apply, with the reason; `kubepay replay-events` retries it."""
     await store.ledger.record_invalid(exc.event_id, exc.event_type, exc.reason, exc.body)
-    metrics.WEBHOOK_EVENTS.labels(exc.event_type if exc.event_type in HANDLED else "other", "invalid").inc()
+    count(exc.event_type, "invalid")
     log.warning("Stripe event %s %s is invalid: %s", exc.event_id, exc.event_type, exc.reason,
                 extra={"stripe_event_id": exc.event_id})
 

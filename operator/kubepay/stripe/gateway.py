@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -12,13 +13,11 @@ from typing import Any, TypeVar
 import stripe
 
 from kubepay import __version__, metrics
+from kubepay.stripe.api_version import STRIPE_API_VERSION
 from kubepay.stripe.rate_limit import StripeBudget
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# The API version the pinned stripe-python (16.x) speaks; requests say it explicitly, so a change of the
-# account's default version in the Dashboard changes nothing here. Give webhook endpoints the same version.
-STRIPE_API_VERSION = "2026-10-28.endive"
 ATTEMPTS = 3
 DEFAULT_RETRY_AFTER = 2.0
 
@@ -53,9 +52,22 @@ class StripeUnavailable(Exception):
 
     message: str
     retry_after: float
+    rate_limited: bool = False  # a 429
 
     def __str__(self) -> str:
         return self.message
+
+
+def _observe(operation: str, failure: StripeRejected | StripeUnavailable | None, started: float) -> None:
+    """Count one Stripe call and its duration under its outcome: ok, rate_limited, unavailable or rejected."""
+    if failure is None:
+        outcome = "ok"
+    elif isinstance(failure, StripeRejected):
+        outcome = "rejected"
+    else:
+        outcome = "rate_limited" if failure.rate_limited else "unavailable"
+    metrics.STRIPE_REQUESTS.labels(operation, outcome).inc()
+    metrics.STRIPE_REQUEST_DURATION.labels(operation, outcome).observe(time.monotonic() - started)
 
 
 class StripeGateway:
@@ -73,8 +85,6 @@ class StripeGateway:
             http_client=self._http,
         )
         self._budget = StripeBudget(rate_limit, background_share)
-        log.info("Stripe API version %s (stripe-python %s), at most %g requests/s (%g%% for background reads)",
-                 STRIPE_API_VERSION, stripe.VERSION, rate_limit, background_share * 100)
 
     async def close(self) -> None:
         await self._http.close_async()  # type: ignore[no-untyped-call]
@@ -84,33 +94,34 @@ class StripeGateway:
 
         `background`: a read that may wait (a resync, the backfill); it never delays urgent work.
         """
+        waiting = metrics.STRIPE_LIMITER_WAITING.labels("background" if background else "urgent")
         for attempt in range(1, ATTEMPTS + 1):
-            await self._budget.acquire(background)
+            with waiting.track_inprogress():
+                await self._budget.acquire(background)
+            started = time.monotonic()
             try:
                 result = await fn()
             except stripe.StripeError as exc:
-                failure = self._classify(operation, exc)
+                failure = self._classify(exc)
+                _observe(operation, failure, started)
                 if isinstance(failure, StripeRejected) or attempt == ATTEMPTS:
                     raise failure from exc
                 await asyncio.sleep(min(failure.retry_after, 0.5 * 2**attempt))
                 continue
-            metrics.STRIPE_REQUESTS.labels(operation, "ok").inc()
+            _observe(operation, None, started)
             return result
         raise AssertionError("unreachable")
 
-    def _classify(self, operation: str, exc: stripe.StripeError) -> StripeRejected | StripeUnavailable:
+    def _classify(self, exc: stripe.StripeError) -> StripeRejected | StripeUnavailable:
         status = exc.http_status or 0
         if isinstance(exc, stripe.RateLimitError):
-            metrics.STRIPE_REQUESTS.labels(operation, "rate_limited").inc()
             wait = _retry_after(exc)
             self._budget.pause(wait)  # everyone backs off, not just this caller
-            return StripeUnavailable("Stripe rate limit reached", wait)
+            return StripeUnavailable("Stripe rate limit reached", wait, rate_limited=True)
         transient = isinstance(exc, stripe.APIConnectionError | stripe.APIError) or status >= 500 or (
             status == 409 and not isinstance(exc, stripe.IdempotencyError))
         if transient:
-            metrics.STRIPE_REQUESTS.labels(operation, "unavailable").inc()
             return StripeUnavailable(f"Stripe unavailable: {type(exc).__name__} {status or ''}".strip(), 5.0)
-        metrics.STRIPE_REQUESTS.labels(operation, "rejected").inc()
         error = exc.error
         return StripeRejected(
             code=str(getattr(error, "code", None) or exc.code or type(exc).__name__),

@@ -28,6 +28,14 @@ class Ledger:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    async def unprocessed(self, older_than_seconds: float) -> int:
+        """Events received more than `older_than_seconds` ago and not processed: a crash or an outage left them,
+        and Stripe's retries or `kubepay replay-events` apply them (newer ones may be in flight)."""
+        rows = await self._db.fetch(
+            "SELECT count(*) FROM payment_events WHERE NOT processed "
+            "AND received_at < now() - make_interval(secs => $1)", older_than_seconds)
+        return int(rows[0][0])
+
     async def latest_created(self) -> int | None:
         rows = await self._db.fetch("SELECT max(stripe_created) FROM payment_events")
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
