@@ -81,7 +81,7 @@ def one(objects: Sequence[Doc], kind: str, name_suffix: str = "") -> Doc:
 
 
 def pod_spec(obj: Doc) -> Doc:
-    spec: Doc = obj["spec"]["template"]["spec"]
+    spec: Doc = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
     return spec
 
 

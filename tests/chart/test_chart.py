@@ -86,7 +86,13 @@ def containers(obj: Doc) -> list[Doc]:
 
 
 def workloads(objects: list[Doc]) -> list[Doc]:
-    return [o for o in objects if o["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet")]
+    """Everything that makes pods: the Deployments, the migration Job and the helm test Pod."""
+    return [o for o in objects if o["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet", "Pod")]
+
+
+def processes(objects: list[Doc]) -> list[Doc]:
+    """The workloads that run kubepay itself (not the helm test's check)."""
+    return [o for o in workloads(objects) if o["kind"] != "Pod"]
 
 
 def rules_of(objects: list[Doc], component: str) -> list[Doc]:
@@ -441,7 +447,7 @@ def test_probes_and_ports(default_objects: list[Doc]) -> None:
 def test_each_process_gets_only_its_own_secrets(render: Render) -> None:
     for variant, objects in all_variants(render).items():
         env = {o["metadata"]["name"].removeprefix(f"{RELEASE}-kubepay-"): env_of(containers(o)[0])
-               for o in workloads(objects)}
+               for o in processes(objects)}
         assert "STRIPE_SECRET_KEY" in env["controller"] and "STRIPE_WEBHOOK_SECRET" not in env["controller"]
         assert "STRIPE_WEBHOOK_SECRET" in env["receiver"] and "STRIPE_SECRET_KEY" not in env["receiver"]
         assert not {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "KUBEPAY_API_TOKEN"} & set(env["migrate"]), variant
@@ -641,6 +647,71 @@ def test_dockerfile_contract() -> None:
         assert tool not in final, f"{tool} in the final stage"
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".cache"} <= set(ignored)
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"].startswith("https://") and all(s.startswith("https://") for s in chart["sources"])
+    assert chart["maintainers"] and all(m["name"] for m in chart["maintainers"])
+    assert chart["kubeVersion"] == ">=1.28.0-0"
+    # Offline-safe: the icon is embedded, and is an SVG.
+    assert chart["icon"].startswith("data:image/svg+xml;base64,")
+    svg = base64.b64decode(chart["icon"].split(",", 1)[1])
+    assert svg.startswith(b"<svg ") and svg.endswith(b"</svg>")
+
+
+def test_helm_test_checks_the_receiver_and_the_api_through_their_services(render: Render) -> None:
+    for variant, objects in all_variants(render).items():
+        [pod] = find(objects, "Pod")
+        annotations = pod["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "test", variant
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        spec = pod_spec(pod)
+        assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+        [container] = spec["containers"]
+        assert "env" not in container and "envFrom" not in container, variant  # no Secret, no credential
+        args = container["args"]
+        assert args[:3] == ["check-ready", "--timeout", "10"] or variant == "all", args
+        services = {o["metadata"]["name"]: o for o in find(objects, "Service")}
+        urls = [a for a in args if a.startswith("http://")]
+        expected = ["receiver"] + (["api"] if f"{RELEASE}-kubepay-api" in services else [])
+        assert len(urls) == len(expected), (variant, urls)
+        for url, component in zip(urls, expected, strict=True):
+            service = services[f"{RELEASE}-kubepay-{component}"]
+            port = service["spec"]["ports"][0]["port"]
+            assert url == f"http://{RELEASE}-kubepay-{component}.{NAMESPACE}.svc:{port}/readyz", (variant, url)
+            # The Service's port leads to a container port whose readinessProbe is /readyz.
+            [deployment] = [d for d in find(objects, "Deployment", f"-{component}")]
+            target = service["spec"]["ports"][0]["targetPort"]
+            [served] = [c for c in containers(deployment) if target in {p["name"] for p in c["ports"]}]
+            assert served["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    everything = render(VALUES_ALL)
+    [pod] = find(everything, "Pod")
+    assert pod_spec(pod)["containers"][0]["args"][1:3] == ["--timeout", "20"]
+    assert pod["metadata"]["labels"]["kubepay.io/helm-test"] == "true"  # tests.podLabels
+    none_mode = all_variants(render)["api-none"]
+    assert find(none_mode, "Pod")[0]["metadata"]["labels"]["kubepay.io/api-client"] == "true"  # admitted to the API
+    assert find(render(VALUES_REQUIRED, sets=["tests.enabled=false"]), "Pod") == []
+
+
+def test_notes_list_the_next_commands_for_the_rendered_values(helm: Path, tmp_path: Path) -> None:
+    default = render_notes(helm, tmp_path)
+    assert f"helm test {RELEASE} -n default" in default
+    assert f"rollout status deploy/{RELEASE}-kubepay-receiver" in default
+    assert "the API" not in default and "kubepay-api" not in default
+    assert "in all namespaces" in default and "-n default create -f -" in default
+    assert "The database was migrated" in default
+    everything = render_notes(helm, tmp_path, values=VALUES_ALL)
+    assert "the receiver and the API answer /readyz" in everything
+    assert f"rollout status deploy/{RELEASE}-kubepay-api" in everything
+    assert 'in namespace "payments" only' in everything and "-n payments create -f -" in everything
+    assert "image registry.example/kubepay@sha256:" in everything
+    quiet = render_notes(helm, tmp_path, "tests.enabled=false", "migration.enabled=false")
+    assert "helm test" not in quiet and "/readyz" not in quiet and "migrated" not in quiet
+    # The one command that creates a payment is valid against the CRD.
+    [line] = [line for line in default.splitlines() if "create -f - <<<" in line]
+    created = yaml.safe_load(line.split("<<<", 1)[1].strip().strip("'"))
+    assert validate_custom_resource(crds_by_kind()["PaymentIntent"], created) == []
 
 
 def render_notes(helm: Path, tmp_path: Path, *sets: str, values: Path = VALUES_REQUIRED) -> str:

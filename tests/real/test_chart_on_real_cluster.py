@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -464,3 +465,39 @@ async def test_kubectl_explain_and_a_server_side_apply_of_the_examples(installed
                             stdin=yaml.safe_dump(changed))
     assert refused.returncode != 0
     assert 'spec.orderId: Invalid value: "1112": orderId is immutable' in refused.stderr, refused.stderr
+
+
+async def _check_ready(*args: str) -> tuple[int, list[str]]:
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "kubepay", *args,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert err == b"", err
+    assert process.returncode is not None
+    return process.returncode, out.decode().splitlines()
+
+
+async def test_the_helm_test_hook_passes_against_the_running_processes_and_fails_without_one(
+        installed: Installed) -> None:
+    """`helm test` runs the hook Pod's `kubepay check-ready` against the Services; here each Service URL becomes the
+    local process that stands for its pods, and the command runs here with the hook's own arguments. Runs last: it
+    stops the API (or the receiver) and starts it again."""
+    args = await installed.release.test_hook()
+    assert args[0] == "check-ready"
+    local = {f"http://{RELEASE}-receiver.{RELEASE_NAMESPACE}.svc:80/readyz":
+             f"http://127.0.0.1:{installed.env['receiver']['PAYMENT_HTTP_PORT']}/readyz",
+             f"http://{RELEASE}-api.{RELEASE_NAMESPACE}.svc:80/readyz": f"{installed.api_url}/readyz"}
+    urls = [a for a in args if a.startswith("http://")]
+    assert urls == list(local), urls  # both variants turn the API on
+    rewritten = [local.get(a, a) for a in args]
+    code, lines = await _check_ready(*rewritten)
+    assert (code, lines) == (0, [f"{local[u]}: 200 OK" for u in urls])
+
+    api = installed.processes["api"]
+    await api.stop()
+    try:
+        code, lines = await _check_ready(*rewritten)
+    finally:
+        await api.start()
+    assert code == 1
+    assert lines[0] == f"{local[urls[0]]}: 200 OK"
+    assert lines[1].startswith(f"{local[urls[1]]}: ClientConnectorError"), lines
