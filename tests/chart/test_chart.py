@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import filecmp
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -487,6 +488,67 @@ def test_peering_with_more_than_one_controller(all_objects: list[Doc], default_o
     assert not find(default_objects, "ClusterKopfPeering")
 
 
+# Per-component pod extensions (values key -> the workload it shapes and the chart's own volumes, in order).
+POD_EXTENSION_WORKLOADS = {
+    "controller": ("Deployment", "-controller", ["tmp", "admission-tls"]),
+    "receiver": ("Deployment", "-receiver", ["tmp"]),
+    "api": ("Deployment", "-api", ["tmp"]),
+    "migration": ("Job", "-migrate", ["tmp"]),
+}
+POD_EXTENSIONS = ("extraEnv", "extraEnvFrom", "extraVolumes", "extraVolumeMounts", "podAnnotations", "podLabels",
+                  "priorityClassName", "topologySpreadConstraints", "nodeSelector", "tolerations", "affinity")
+SCHEDULING = ("priorityClassName", "topologySpreadConstraints", "nodeSelector", "tolerations", "affinity")
+
+
+def test_pod_extensions_land_in_every_workload(all_objects: list[Doc], render: Render) -> None:
+    """values-all.yaml sets every extension for every component; each lands in its pod, after the chart's own
+    entries: env is the chart's, then the global extraEnv, then the component's."""
+    values = yaml.safe_load(VALUES_ALL.read_text())
+    for component, (kind, suffix, own_volumes) in POD_EXTENSION_WORKLOADS.items():
+        wanted = values[component]
+        assert all(wanted.get(key) for key in POD_EXTENSIONS), (component, [k for k in POD_EXTENSIONS
+                                                                              if not wanted.get(k)])
+        workload = one(all_objects, kind, suffix)
+        template, spec = workload["spec"]["template"], pod_spec(workload)
+        [container] = spec["containers"]
+        extra_env = values["extraEnv"] + wanted["extraEnv"]
+        assert container["env"][-len(extra_env):] == extra_env, component
+        assert container["envFrom"] == wanted["extraEnvFrom"], component
+        assert [v["name"] for v in spec["volumes"]] == own_volumes + [v["name"] for v in wanted["extraVolumes"]]
+        assert spec["volumes"][len(own_volumes):] == wanted["extraVolumes"], component
+        mounts = container["volumeMounts"]
+        assert mounts[len(own_volumes):] == wanted["extraVolumeMounts"], component
+        assert [m["name"] for m in mounts[:len(own_volumes)]] == own_volumes, component
+        assert wanted["podLabels"].items() <= template["metadata"]["labels"].items(), component
+        assert wanted["podAnnotations"].items() <= template["metadata"]["annotations"].items(), component
+        assert template["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == container["name"]
+        for key in SCHEDULING:
+            assert spec[key] == wanted[key], (component, key)
+    # The chart's labels win, so podLabels cannot move a pod out of its Deployment's selector.
+    clash = render(VALUES_ALL, sets=["receiver.podLabels.app\\.kubernetes\\.io/component=other"])
+    receiver = one(clash, "Deployment", "-receiver")
+    assert receiver["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "receiver"
+
+
+def test_pod_extensions_are_off_by_default(render: Render) -> None:
+    defaults = render(*EXTRA_SETS["api-serviceaccount"][0], sets=EXTRA_SETS["api-serviceaccount"][1])
+    values = yaml.safe_load(VALUES_ALL.read_text())
+    extra_names = {e["name"] for e in values["extraEnv"]} | {
+        e["name"] for component in POD_EXTENSION_WORKLOADS for e in values[component]["extraEnv"]}
+    for component, (kind, suffix, own_volumes) in POD_EXTENSION_WORKLOADS.items():
+        workload = one(defaults, kind, suffix)
+        template, spec = workload["spec"]["template"], pod_spec(workload)
+        [container] = spec["containers"]
+        assert "envFrom" not in container, component
+        assert not extra_names & set(env_of(container)), component
+        assert [v["name"] for v in spec["volumes"]] == own_volumes, component
+        assert [m["name"] for m in container["volumeMounts"]] == own_volumes, component
+        assert set(template["metadata"]["labels"]) == set(STANDARD_LABELS), component
+        assert set(template["metadata"]["annotations"]) <= {"kubectl.kubernetes.io/default-container",
+                                                            "checksum/secret"}, component
+        assert not set(SCHEDULING) & set(spec), component
+
+
 # --- hooks, admission, extras ----------------------------------------------------------------------
 
 
@@ -634,6 +696,48 @@ def test_values_schema_rejects_typos_and_bad_values(helm: Path) -> None:
         result = run_helm(helm, *base, "--set", bad)
         assert result.returncode != 0, bad
         assert "schema" in result.stderr.lower() or "values don't meet" in result.stderr.lower(), result.stderr
+
+
+def undescribed(schema: Doc, path: str = "") -> list[str]:
+    """Paths of the properties, at any depth, that have no description ("[]" for items, "{}" for
+    additionalProperties, "<keyword>" for schemas under allOf and the like)."""
+    found: list[str] = []
+    for name, sub in schema.get("properties", {}).items():
+        where = f"{path}.{name}" if path else name
+        if not sub.get("description"):
+            found.append(where)
+        found += undescribed(sub, where)
+    for name, sub in schema.get("patternProperties", {}).items():
+        found += undescribed(sub, f"{path}.<{name}>")
+    nested: list[tuple[str, Any]] = [("[]", schema.get("items")), ("{}", schema.get("additionalProperties"))]
+    nested += [(f"<{k}>", s) for k in ("allOf", "anyOf", "oneOf") for s in schema.get(k, [])]
+    nested += [(f"<{k}>", schema.get(k)) for k in ("if", "then", "else", "not")]
+    if isinstance(schema.get("items"), list):
+        nested += [("[]", s) for s in schema["items"]]
+    for suffix, sub in nested:
+        if isinstance(sub, dict):
+            found += undescribed(sub, path + suffix)
+    return found
+
+
+def test_values_schema_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    missing = undescribed(schema)
+    assert not missing, f"{len(missing)} values without a description in values.schema.json: {', '.join(missing)}"
+    # The walk reaches properties under items and additionalProperties.
+    probe = {"properties": {"a": {"description": "d", "items": {"properties": {"b": {}}}},
+                            "c": {"description": "d", "additionalProperties": {"properties": {"e": {}}}}, "f": {}}}
+    assert undescribed(probe) == ["a[].b", "c{}.e", "f"]
+    # Every pod extension of every component is typed and described.
+    for component in POD_EXTENSION_WORKLOADS:
+        properties = schema["properties"][component]["properties"]
+        assert set(POD_EXTENSIONS) <= set(properties), component
+        for key in POD_EXTENSIONS:
+            expected = "string" if key == "priorityClassName" else (
+                "object" if key in ("podAnnotations", "podLabels", "nodeSelector", "affinity") else "array")
+            assert properties[key]["type"] == expected, (component, key)
+            if expected == "array":
+                assert properties[key]["items"]["type"] == "object", (component, key)
 
 
 def test_dockerfile_contract() -> None:

@@ -160,8 +160,46 @@ DATABASE_URL wins over the POSTGRES_* variables (kubepay's configuration rule).
   value: /app/migrations
 {{- end -}}
 
+{{/*
+Per-component extensions, one mechanism for the Deployments and the migration Job; COMPONENT is the values key
+(controller, receiver, api, migration) and VALUES its values.
+*/}}
+
+{{/* Pod template metadata: include "kubepay.podMetadata" (dict "root" $ "component" COMPONENT "values" VALUES
+"container" NAME "checksum" BOOL). The chart's labels and annotations win over podLabels and podAnnotations, so
+these can never change the Deployment's selector. */}}
+{{- define "kubepay.podMetadata" -}}
+{{- $labels := include "kubepay.labels" (list .root .component) | fromYaml -}}
+{{- $annotations := dict "kubectl.kubernetes.io/default-container" .container -}}
+{{- if .checksum -}}
+{{- $annotations = merge $annotations (include "kubepay.secretChecksum" .root | fromYaml | default dict) -}}
+{{- end -}}
+labels:
+  {{- toYaml (merge $labels (.values.podLabels | default dict)) | nindent 2 }}
+annotations:
+  {{- toYaml (merge $annotations (.values.podAnnotations | default dict)) | nindent 2 }}
+{{- end -}}
+
+{{/* Container env entries: the global extraEnv, then the component's: include "kubepay.extraEnv" (list $ VALUES) */}}
 {{- define "kubepay.extraEnv" -}}
-{{- with .Values.extraEnv }}
+{{- $root := index . 0 -}}
+{{- $c := index . 1 -}}
+{{- with concat ($root.Values.extraEnv | default list) ($c.extraEnv | default list) }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The container's envFrom, only when the component sets extraEnvFrom: include "kubepay.envFrom" VALUES */}}
+{{- define "kubepay.envFrom" -}}
+{{- with .extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* List entries appended after the chart's own (extraVolumes, extraVolumeMounts): include "kubepay.extraItems" LIST */}}
+{{- define "kubepay.extraItems" -}}
+{{- with . }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
