@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from kubepay import __version__, config, dependencies, logs, migrate
+from kubepay import __version__, config, dependencies, logs, migrate, postgres
 
 
 def _settings(command: str) -> config.Settings:
@@ -87,7 +87,7 @@ def run_migrate(args: argparse.Namespace) -> None:
         migrate.upgrade(settings.database_url, args.revision)
     except (OSError, TimeoutError, DBAPIError) as exc:  # a Job: exit, and let Kubernetes retry it
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        print(f"kubepay migrate: PostgreSQL at {dependencies.postgres_address(settings.database_url)} "
+        print(f"kubepay migrate: PostgreSQL at {postgres.address(settings.database_url)} "
               f"unavailable: {type(exc).__name__}: {reason}", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"kubepay migrate: database migrated to {args.revision}")

@@ -11,11 +11,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from aiokafka.errors import KafkaError
 
-from kubepay import migrate, retry
+from kubepay import migrate, postgres, retry
 from kubepay.config import Settings
 from kubepay.kube.client import KubeClient
 from kubepay.mirror.publisher import Publisher
@@ -32,15 +31,9 @@ async def wait_until_up(what: str, where: str, connect: Callable[[], Awaitable[T
     return await retry.until_done(connect, UNAVAILABLE, log, f"waiting for {what} at {where}", cap=MAX_DELAY)
 
 
-def postgres_address(database_url: str) -> str:
-    """host:port of a DSN, never its credentials."""
-    parts = urlsplit(database_url)
-    return f"{parts.hostname}:{parts.port or 5432}"
-
-
 async def store(settings: Settings) -> Store:
     """The PostgreSQL pool, once PostgreSQL answers; the schema migrated first if KUBEPAY_MIGRATE_ON_START."""
-    pool = await wait_until_up("PostgreSQL", postgres_address(settings.database_url),
+    pool = await wait_until_up("PostgreSQL", postgres.address(settings.database_url),
                                lambda: Store.connect(settings.database_url))
     if settings.migrate_on_start:
         try:

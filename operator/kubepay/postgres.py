@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -34,11 +35,18 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     """
 
 
+def address(dsn: str) -> str:
+    """host:port of a DSN, never its credentials (for messages that name the dependency)."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname}:{parts.port or 5432}"
+
+
 class Database:
     """A small asyncpg pool; every connection failure surfaces as StoreUnavailable."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, where: str | None = None) -> None:
         self._pool = pool
+        self._unreachable = f"PostgreSQL at {where} unreachable" if where else "PostgreSQL unreachable"
 
     @classmethod
     async def connect(cls, dsn: str, min_size: int = 1, max_size: int = 10) -> Database:
@@ -47,8 +55,8 @@ class Database:
                                              reset=_keep_session)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                 asyncpg.InternalClientError) as exc:
-            raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None
-        return cls(pool)
+            raise StoreUnavailable(f"PostgreSQL at {address(dsn)} unreachable: {type(exc).__name__}") from None
+        return cls(pool, address(dsn))
 
     async def close(self) -> None:
         await self._pool.close()
@@ -59,7 +67,7 @@ class Database:
                 return await conn.fetch(query, *args)
         except Exception as exc:
             if _unavailable(exc):
-                raise StoreUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from None
+                raise StoreUnavailable(f"{self._unreachable}: {type(exc).__name__}") from None
             if isinstance(exc, ValueError | asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
                 raise StoreRejected(f"PostgreSQL refused the data: {exc}") from None
             raise

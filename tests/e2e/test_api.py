@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest_asyncio
 
 from kubepay.model.identity import payment_id
@@ -173,6 +174,26 @@ async def test_create_repeat_read_pay_and_refund_through_the_api(
         assert tenant.api_token not in process.logs()
     answered = {(method, path) for method, path, _ in api.checker.checked}
     assert answered == {(m.upper(), p) for p, ops in api.checker.document["paths"].items() for m in ops}
+
+
+async def test_requests_are_timed_by_method_route_and_status_on_the_metrics_port(
+        running: Running, api_process: KubepayProcess) -> None:
+    api = await ApiClient.connect(running.tenant.api_url, running.tenant.api_token)
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert (await api.call("GET", f"/payments/{missing}"))[0] == 404
+    assert (await api.call("GET", f"/payments/{missing}", token=None))[0] == 401
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {running.tenant.api_token}"}
+        async with session.get(f"{running.tenant.api_url}/no/such/route", headers=headers) as response:
+            assert response.status == 404  # not in the API document, so not through ApiClient
+        async with session.get(api_process.metrics_url) as response:
+            scrape = await response.text()
+    for method, route, status in (("GET", "/payments/{id}", "404"), ("GET", "/payments/{id}", "401"),
+                                  ("GET", "other", "404")):
+        sample = (f'kubepay_api_request_duration_seconds_count{{method="{method}",route="{route}",'
+                  f'status="{status}"}} 1.0')
+        assert sample in scrape, scrape
+    assert missing not in scrape  # routes are patterns, never ids
 
 
 async def test_no_client_secret_in_time_is_504_and_a_repeat_gets_it(tenant: Tenant, kube: Kube) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubepay_sandbox.stack import Sandbox
 from tests.conftest import Running
@@ -25,7 +28,7 @@ from tests.faults.harness import (
     phase,
     wait_all,
 )
-from tests.helpers import Kube, fetch, stripe_event
+from tests.helpers import Kube, fetch, stripe_event, wait_for
 
 pytestmark = [pytest.mark.needs_emulator, pytest.mark.needs_fake_stripe]
 
@@ -53,6 +56,11 @@ async def test_payments_succeeding_while_kafka_is_out_lose_no_message(
         else:
             faults.kafka.stall()
         late = await create_payments(kube, ns, 10, "late")  # created, and given a Stripe intent, during the outage
+        probes = f"http://127.0.0.1:{running.operator.env['KUBEPAY_HEALTH_PORT']}"
+        unready = await wait_for(lambda: _probe(f"{probes}/readyz", 503), timeout=20,
+                                 what="the controller's /readyz to name Kafka")
+        assert set(unready["problems"]) == {"kafka"}, unready
+        assert await _probe(f"{probes}/healthz", 200) is not None  # alive: a restart would not bring Kafka back
         sender = Sender(tenant.webhook_url, tenant.webhook_secret)
         for wave in range(WAVES):
             confirmed = await pay(sandbox.stripe_client(), intents[wave::WAVES])
@@ -64,6 +72,7 @@ async def test_payments_succeeding_while_kafka_is_out_lose_no_message(
         await asyncio.sleep(max(0.0, began + OUTAGE - time.monotonic()))
         await faults.kafka.pass_through()
         back = time.monotonic()
+        await wait_for(lambda: _probe(f"{probes}/readyz", 200), timeout=30, what="the controller ready again")
         logged = running.operator.logs()[log_offset:].splitlines()
         errors = sum('"severity": "error"' in line for line in logged)
         fig.add(f"{OUTAGE:.0f} s {mode}: {len(paid)} payments succeeded and {len(late)} were created meanwhile; "
@@ -87,6 +96,22 @@ async def test_payments_succeeding_while_kafka_is_out_lose_no_message(
                 f"{sum(rows.get(name) == 'succeeded' for name in paid)}/{len(paid)} rows succeeded")
         assert conflicts == []
         assert [name for name in paid if rows.get(name) != "succeeded"] == []
+        async with aiohttp.ClientSession() as session, session.get(running.operator.metrics_url) as response:
+            scrape = {s.name + str(sorted(s.labels.items())): s.value
+                      for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+        failed = sum(v for k, v in scrape.items()
+                     if k.startswith("kubepay_kafka_publish_failures_total") and "'unavailable'" in k)
+        retried = sum(v for k, v in scrape.items() if k.startswith("kubepay_kafka_publish_retries_total"))
+        fig.add(f"metrics: {failed:.0f} messages unacknowledged, {retried:.0f} sent again")
+        assert failed >= 1 and retried >= 1
         crashes = handler_crashes(running.operator)
         fig.add(f"{len(crashes)} controller handler crashes")
         assert crashes == []
+
+
+async def _probe(url: str, status: int) -> dict[str, Any] | None:
+    """The probe's JSON body (or {}) when it answers `status`, else None."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        if response.status != status:
+            return None
+        return await response.json() if response.content_type == "application/json" else {}

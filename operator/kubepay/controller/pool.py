@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from kubepay import metrics
+from kubepay import logs, metrics
 from kubepay.controller import handling
 from kubepay.controller.handling import Tracked
 from kubepay.controller.reconcile import Kind, LoopState, Resync
@@ -150,7 +150,8 @@ class Controller:
         try:
             outcome = await self._handle_tracked(key, idle)
         except Exception:
-            log.exception("handling %s/%s failed unexpectedly; retrying in 30s", key[1], key[2])
+            log.exception("handling %s/%s failed unexpectedly; retrying in 30s", key[1], key[2],
+                          extra=logs.about({"namespace": key[1], "name": key[2]}, KIND_NAMES[key[0]]))
             self._queue.add(key, delay=30)
         finally:
             self._queue.done(key)

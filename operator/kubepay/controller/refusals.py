@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
-from kubepay import metrics
+from kubepay import logs, metrics
 from kubepay.controller.outcomes import GiveUp, Retry
 from kubepay.kube import k8s_events
 from kubepay.kube.client import Invalid, KubeClient
@@ -56,7 +56,8 @@ async def report(kube: KubeClient, plural: str, body: Mapping[str, Any], exc: Re
     try:
         await write_status(kube, plural, meta["namespace"], meta["name"], meta.get("uid"), compute)
     except Invalid as again:
-        log.error("%s/%s: the API server refuses its status too: %s", meta["namespace"], meta["name"], again)
+        log.error("%s/%s: the Kubernetes API refuses its status too: %s", meta["namespace"], meta["name"], again,
+                  extra=logs.about(meta, str(body.get("kind"))))
 
 
 async def guarded(call: Awaitable[T], kube: KubeClient, plural: str, body: Mapping[str, Any], retry: int) -> T:

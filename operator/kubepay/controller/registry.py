@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from kubepay import logs
+from kubepay import logs, metrics
 from kubepay.config import OPERATOR, Settings
 from kubepay.controller import admission, backfill, payment_intents, payment_refunds, peering
 from kubepay.controller.gauges import Gauges
@@ -42,6 +42,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if config.admission_port:
         admission.configure_server(settings, config)
     rt = memo["runtime"] = await Runtime.start(config)
+    metrics.preset(config.topics.all())
     poster = k8s_events.Poster(rt.kube)
     k8s_events.capture(poster.put)
     memo["events"] = asyncio.create_task(poster.run())

@@ -92,5 +92,6 @@ class Poster:
                     "firstTimestamp": now, "lastTimestamp": now, "eventTime": now, "count": 1,
                 })
             except Exception as exc:  # an event is advice: never let one stop the poster
-                log.warning("could not post event %s for %s/%s: %s", event.reason, namespace,
-                            event.involved["name"], exc)
+                log.warning("could not post k8s event %s for %s/%s to the Kubernetes API: %s", event.reason,
+                            namespace, event.involved["name"], exc,
+                            extra=logs.about(event.involved, event.involved["kind"]))

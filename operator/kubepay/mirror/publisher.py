@@ -70,7 +70,7 @@ class Publisher:
             await self._producer.start()
         except KafkaError as exc:
             await self._producer.stop()
-            raise PublishFailed(f"Kafka unreachable: {type(exc).__name__}") from None
+            raise PublishFailed(f"Kafka unavailable (brokers {self._brokers}): {type(exc).__name__}") from None
 
     async def stop(self) -> None:
         await self._producer.stop()
