@@ -395,13 +395,15 @@ def test_none_mode_admits_only_labelled_pods(render: Render) -> None:
     assert policy["spec"]["ingress"] == [{
         "ports": [{"port": "http", "protocol": "TCP"}],
         "from": [{**labelled, "namespaceSelector": {"matchLabels": {"team": "shop"}}}, labelled],
-    }]
+    }, {"ports": [{"port": "metrics", "protocol": "TCP"}]}]  # metrics: from networkPolicy.metricsFrom (anyone)
     # Another label; with every other policy on, networkPolicy.apiFrom does not widen the API's.
     objects = render(VALUES_ALL, sets=[
         "api.auth.mode=none", "api.auth.allowedClientLabels.kubepay\\.io/api-client=null",
         "api.auth.allowedClientLabels.app=legacy-shop", "networkPolicy.apiFrom[0].podSelector.matchLabels.any=pod"])
-    [rule] = one(objects, "NetworkPolicy", "-api")["spec"]["ingress"]
+    [rule, metrics] = one(objects, "NetworkPolicy", "-api")["spec"]["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "legacy-shop"}}}]
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}],
+                       "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
     # Token and serviceaccount modes: the API's policy only with networkPolicy.enabled, from networkPolicy.apiFrom.
     for variant, expected in (("all", [[{"podSelector": {}}]]), ("api-serviceaccount", [])):
         policies = find(all_variants(render)[variant], "NetworkPolicy", "-api")
@@ -434,15 +436,29 @@ def test_every_container_is_hardened(render: Render) -> None:
                     assert "readinessProbe" in c, where
 
 
-def test_probes_and_ports(default_objects: list[Doc]) -> None:
+def test_probes_and_ports(default_objects: list[Doc], all_objects: list[Doc]) -> None:
     controller = containers(one(default_objects, "Deployment", "-controller"))[0]
     assert controller["args"] == ["operator"]
     ports = {p["name"]: p["containerPort"] for p in controller["ports"]}
     assert ports == {"health": 8090, "metrics": 9090, "admission": 9443}
-    receiver = containers(one(default_objects, "Deployment", "-receiver"))[0]
-    assert receiver["args"] == ["webhook"]
-    assert receiver["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert {p["name"]: p["containerPort"] for p in receiver["ports"]} == {"http": 8080}
+    # Liveness is the process loop; readiness is start-up done and the dependencies answering.
+    assert (controller["livenessProbe"]["httpGet"], controller["readinessProbe"]["httpGet"]) == (
+        {"path": "/healthz", "port": "health"}, {"path": "/readyz", "port": "health"})
+    assert env_of(controller)["KUBEPAY_METRICS_PORT"]["value"] == "9090"
+    for component, args, port in (("receiver", "webhook", 8080), ("api", "api", 8081)):
+        [container] = containers(one(all_objects, "Deployment", f"-{component}"))
+        assert container["args"] == [args]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        # /metrics is on a port of its own, which the Service names for the ServiceMonitor; the Ingress
+        # reaches only the webhook paths on `http`.
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port, "metrics": 9090}
+        assert env_of(container)["KUBEPAY_METRICS_PORT"]["value"] == "9090"
+        service = one(all_objects, "Service", f"-{component}")
+        service_ports = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+        assert service_ports == {"http": "http", "metrics": "metrics"}
+    monitors = {m["metadata"]["name"]: m["spec"]["endpoints"] for m in find(all_objects, "ServiceMonitor")}
+    assert {name: [e["port"] for e in endpoints] for name, endpoints in monitors.items()} == {
+        f"{RELEASE}-kubepay-{c}": ["metrics"] for c in ("controller", "receiver", "api")}
 
 
 def test_each_process_gets_only_its_own_secrets(render: Render) -> None:
@@ -502,7 +518,8 @@ SCHEDULING = ("priorityClassName", "topologySpreadConstraints", "nodeSelector", 
 
 def test_pod_extensions_land_in_every_workload(all_objects: list[Doc], render: Render) -> None:
     """values-all.yaml sets every extension for every component; each lands in its pod, after the chart's own
-    entries: env is the chart's, then the global extraEnv, then the component's."""
+    entries: env is the chart's, then the global extraEnv, then the component's (which wins a name in both: a
+    duplicate name is refused by a server-side apply, Helm 4's way)."""
     values = yaml.safe_load(VALUES_ALL.read_text())
     for component, (kind, suffix, own_volumes) in POD_EXTENSION_WORKLOADS.items():
         wanted = values[component]
@@ -511,8 +528,11 @@ def test_pod_extensions_land_in_every_workload(all_objects: list[Doc], render: R
         workload = one(all_objects, kind, suffix)
         template, spec = workload["spec"]["template"], pod_spec(workload)
         [container] = spec["containers"]
-        extra_env = values["extraEnv"] + wanted["extraEnv"]
+        own_names = {e["name"] for e in wanted["extraEnv"]}
+        extra_env = [e for e in values["extraEnv"] if e["name"] not in own_names] + wanted["extraEnv"]
         assert container["env"][-len(extra_env):] == extra_env, component
+        names = [e["name"] for e in container["env"]]
+        assert len(names) == len(set(names)), (component, names)
         assert container["envFrom"] == wanted["extraEnvFrom"], component
         assert [v["name"] for v in spec["volumes"]] == own_volumes + [v["name"] for v in wanted["extraVolumes"]]
         assert spec["volumes"][len(own_volumes):] == wanted["extraVolumes"], component
@@ -629,7 +649,7 @@ def test_ingress_exposes_only_the_webhook_paths(all_objects: list[Doc], default_
 
 
 def test_optional_extras(all_objects: list[Doc], default_objects: list[Doc]) -> None:
-    assert len(find(all_objects, "ServiceMonitor")) == 2
+    assert len(find(all_objects, "ServiceMonitor")) == 3
     assert len(find(all_objects, "NetworkPolicy")) == 4
     assert one(all_objects, "Service", "-api")["spec"]["type"] == "ClusterIP"
     for kind in ("ServiceMonitor", "NetworkPolicy", "Certificate"):

@@ -21,12 +21,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
 from aiokafka import AIOKafkaProducer
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubepay.config import Topics
 from kubepay_sandbox.apache_kafka import ApacheKafka
@@ -35,6 +37,7 @@ from kubepay_sandbox.postgres import PostgresServer
 from kubepay_sandbox.processes import KubepayProcess
 from kubepay_sandbox.realcluster import RealCluster
 from kubepay_sandbox.stripe_fake import TEST_CARDS, StripeFake
+from tests.chart import monitoring
 from tests.chart.tools import ensure_tools
 from tests.contracts import ApiClient
 from tests.helpers import (
@@ -474,6 +477,24 @@ async def _check_ready(*args: str) -> tuple[int, list[str]]:
     assert err == b"", err
     assert process.returncode is not None
     return process.returncode, out.decode().splitlines()
+
+
+async def test_every_metric_the_alerts_and_the_dashboard_query_is_in_a_scrape_of_the_processes(
+        installed: Installed, story: Story) -> None:
+    """After the story, each process's own metrics port answers, apart from its serving port, and between them
+    they export every name the chart's PrometheusRule and Grafana dashboard query."""
+    objects = await asyncio.to_thread(monitoring.rendered)
+    scraped: set[str] = set()
+    async with aiohttp.ClientSession() as session:
+        for component in ("controller", "receiver", "api"):
+            port = installed.env[component]["KUBEPAY_METRICS_PORT"]
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert response.status == 200, component
+                families = list(text_string_to_metric_families(await response.text()))
+            names = {sample.name for family in families for sample in family.samples}
+            assert "kubepay_build_info" in names, component
+            scraped |= names
+    assert monitoring.queried(objects) - scraped == set()
 
 
 async def test_the_helm_test_hook_passes_against_the_running_processes_and_fails_without_one(

@@ -184,7 +184,15 @@ annotations:
 {{- define "kubepay.extraEnv" -}}
 {{- $root := index . 0 -}}
 {{- $c := index . 1 -}}
-{{- with concat ($root.Values.extraEnv | default list) ($c.extraEnv | default list) }}
+{{- $own := $c.extraEnv | default list -}}
+{{- $names := list -}}
+{{- range $own }}{{ $names = append $names .name }}{{ end -}}
+{{- $merged := list -}}
+{{- range ($root.Values.extraEnv | default list) }}
+{{- if not (has .name $names) }}{{ $merged = append $merged . }}{{ end }}
+{{- end }}
+{{- /* A name in both: the component's wins (a duplicate would be refused by a server-side apply, Helm 4's way). */ -}}
+{{- with concat $merged $own }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
