@@ -30,6 +30,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubepay import __version__
 from kubepay.config import Topics
 from kubepay_sandbox.apache_kafka import ApacheKafka
 from kubepay_sandbox.kube_controls import ClusterControls
@@ -494,7 +495,28 @@ async def test_every_metric_the_alerts_and_the_dashboard_query_is_in_a_scrape_of
             names = {sample.name for family in families for sample in family.samples}
             assert "kubepay_build_info" in names, component
             scraped |= names
+        receiver_port = installed.env["receiver"]["PAYMENT_HTTP_PORT"]
+        async with session.get(f"http://127.0.0.1:{receiver_port}/metrics") as response:
+            assert response.status == 404  # the port behind the Ingress serves no metrics
     assert monitoring.queried(objects) - scraped == set()
+
+
+async def test_each_process_says_once_at_start_what_it_runs_and_nothing_per_success(
+        installed: Installed, story: Story) -> None:
+    """After the story, each process's log holds one start-up line (version, Stripe API version, the namespaces
+    of the chart's values, features) and no line per routine success."""
+    namespaces = {"controller": [installed.variant.payments] if not installed.variant.cluster_wide else ["*"],
+                  "receiver": [installed.variant.payments] if not installed.variant.cluster_wide else ["*"],
+                  "api": [installed.variant.payments]}
+    for component, process in installed.processes.items():
+        records = [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
+        [start] = [r for r in records if "stripe_api_version" in r]
+        assert (start["command"], start["version"], start["namespaces"]) == (
+            process.command, __version__, namespaces[component]), start
+        assert f"metrics:{installed.env[component]['KUBEPAY_METRICS_PORT']}" in start["features"], start
+        routine = [r["message"] for r in records if r["message"].endswith(" succeeded.")
+                   or r["message"].startswith(("published ", "Stripe event "))]
+        assert routine == [], (component, routine[:3])
 
 
 async def test_the_helm_test_hook_passes_against_the_running_processes_and_fails_without_one(

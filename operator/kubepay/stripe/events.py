@@ -81,7 +81,7 @@ async def handle(event: dict[str, Any], store: Store, kube: KubeClient, namespac
     located = await _locate(event, store)
     target = located.target if located else None
     if located and target and namespace not in (None, target.namespace):
-        log.info("Stripe event %s %s: for namespace %s, left to its release", event["id"], event["type"],
+        log.debug("Stripe event %s %s: for namespace %s, left to its release", event["id"], event["type"],
                  target.namespace, extra={"stripe_event_id": event["id"]})
         return located.unknown
     read = _read_ahead(located, kube) if seen is not None and seen.first_sight(event["id"]) else None
