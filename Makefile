@@ -99,13 +99,20 @@ $(CONTROLPLANE_BIN)/.complete: tools/controlplane/go.mod tools/controlplane/go.s
 # promrules (tools/promrules/main.go): Prometheus's rule-file checks, as `promtool check rules` runs them, from
 # the Prometheus module that tools/promrules/go.mod pins. promtool itself takes ~16 min to build cold (it brings
 # every service-discovery plugin, the Kubernetes client and cloud SDKs); this takes about a tenth of that.
+# promql-eval, the same module's test binary, evaluates PromQL with Prometheus's engine (promqltest scripts).
 PROMRULES := .cache/promrules/bin/promrules
+PROMQL_EVAL := .cache/promrules/bin/promql-eval
 
-promrules: $(PROMRULES)  ## promrules, Prometheus's rule-file checks (tools/promrules), once
+promrules: $(PROMRULES) $(PROMQL_EVAL)  ## promrules and promql-eval: Prometheus's rule checks and PromQL engine, once
 
 $(PROMRULES): tools/promrules/go.mod tools/promrules/go.sum tools/promrules/main.go
 	mkdir -p $(@D)
 	cd tools/promrules && $(GO) build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@.partial .
+	mv $@.partial $@
+
+$(PROMQL_EVAL): tools/promrules/go.mod tools/promrules/go.sum tools/promrules/eval_test.go
+	mkdir -p $(@D)
+	cd tools/promrules && $(GO) test -c -trimpath -ldflags "-s -w" -o $(CURDIR)/$@.partial .
 	mv $@.partial $@
 
 # Each e2e worker runs its own real control plane, Apache Kafka, PostgreSQL and Stripe fake (about 0.85 GB).

@@ -78,6 +78,16 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
 
+    async def serves_payments(self, namespace: str) -> bool:
+        """Whether PaymentIntents are served in the namespace yet (CRDs just installed take a moment)."""
+        try:
+            await self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        except ApiException as exc:
+            if exc.status in (404, 429):
+                return False
+            raise
+        return True
+
     @classmethod
     async def connect(cls, kubeconfig: str) -> Kube:
         cfg = client.Configuration()

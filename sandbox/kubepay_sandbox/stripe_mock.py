@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import signal
 import subprocess
 from pathlib import Path
 
-from kubepay_sandbox.checkout import REPO
+from kubepay_sandbox.checkout import built
 from kubepay_sandbox.child import HOST, ChildProcess, die_with_parent
 
 __all__ = ["API_KEY", "StripeMock", "StripeMockError", "stripe_mock_binary"]
@@ -36,11 +35,7 @@ class StripeMockError(RuntimeError):
 
 def stripe_mock_binary() -> Path:
     """$KUBEPAY_STRIPE_MOCK, or what `make stripe-mock` built."""
-    configured = os.environ.get(ENV_BINARY, "").strip()
-    binary = Path(configured) if configured else REPO / ".cache" / "stripe-mock" / "bin" / "stripe-mock"
-    if not binary.is_file():
-        raise StripeMockError(f"no stripe-mock at {binary}: run `make stripe-mock` (or set {ENV_BINARY})")
-    return binary
+    return built("stripe-mock", ENV_BINARY, StripeMockError)
 
 
 class StripeMock(ChildProcess):

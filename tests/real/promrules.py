@@ -7,7 +7,9 @@ it. As for stripe-mock and the control plane: the real tier is skipped unless KU
 with KUBEPAY_REAL=1 a missing binary is an error that names the target to run.
 
 promtool itself is not built (about 16 minutes cold on two cores), so there is no ``promtool test rules``
-(rule unit tests) here. For a PrometheusRule resource, write its ``spec`` (``groups:``) to a file first.
+(rule unit tests) here; ``eval_promql`` runs promqltest scripts on Prometheus's PromQL engine instead (the
+module's test binary, promql-eval). For a PrometheusRule resource, write its ``spec`` (``groups:``) to a file
+first.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from kubepay_sandbox.checkout import REPO
+from kubepay_sandbox.checkout import built
 
-__all__ = ["ENV_BINARY", "PromrulesMissing", "check_rules", "promrules"]
+__all__ = ["ENV_BINARY", "PromrulesMissing", "check_rules", "eval_promql", "promrules"]
 
 ENV_BINARY = "KUBEPAY_PROMRULES"  # a promrules binary, instead of .cache/promrules/bin/promrules
 TIMEOUT = 60.0
@@ -30,11 +32,20 @@ class PromrulesMissing(RuntimeError):
 
 def promrules() -> Path:
     """$KUBEPAY_PROMRULES, or what `make promrules` built."""
-    configured = os.environ.get(ENV_BINARY, "").strip()
-    binary = Path(configured) if configured else REPO / ".cache" / "promrules" / "bin" / "promrules"
-    if not binary.is_file():
-        raise PromrulesMissing(f"no promrules at {binary}: run `make promrules` (or set {ENV_BINARY})")
-    return binary
+    return built("promrules", ENV_BINARY, PromrulesMissing)
+
+
+def eval_promql(script: str | os.PathLike[str]) -> str:
+    """Runs a promqltest script (``load`` series, then ``eval instant at T EXPR`` and the result expected) with
+    Prometheus's PromQL engine, in the test binary `make promrules` builds as promql-eval; its output, or
+    AssertionError with the output naming each eval that did not match."""
+    binary = built("promrules", ENV_BINARY, PromrulesMissing).with_name("promql-eval")
+    result = subprocess.run([str(binary), "-test.run", "^TestScript$", "-test.v"], capture_output=True, text=True,
+                            timeout=TIMEOUT, check=False, env={**os.environ, "PROMQL_SCRIPT": str(script)})
+    output = result.stdout + result.stderr
+    if result.returncode != 0 or "--- PASS: TestScript" not in output:
+        raise AssertionError(f"PromQL evaluation of {script} failed (exit {result.returncode}):\n{output}")
+    return output
 
 
 def check_rules(path: str | os.PathLike[str]) -> str:

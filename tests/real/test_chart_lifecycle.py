@@ -108,16 +108,6 @@ async def _crd(admin: Kube, name: str) -> Any:
     return await client.ApiextensionsV1Api(admin.api).read_custom_resource_definition(name)
 
 
-async def _served(admin: Kube, namespace: str) -> bool:
-    try:
-        await admin.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    except ApiException as exc:
-        if exc.status in (404, 429):
-            return False
-        raise
-    return True
-
-
 async def test_crds_adopted_once_then_upgraded_with_the_release_and_kept_on_uninstall(
         tools: Tools, admin: Kube, tmp_path: Path) -> None:
     release, namespace, shop = "kubepay", "kubepay", "shop-crds"  # the README's names
@@ -126,7 +116,7 @@ async def test_crds_adopted_once_then_upgraded_with_the_release_and_kept_on_unin
     await tools.kubectl_ok("create", "namespace", shop)
     await tools.helm_ok("install", release, CHART, "-n", namespace, "--create-namespace", "--no-hooks", *VALUES,
                         "--set", "crds.enabled=false")
-    await wait_for(lambda: _served(admin, shop), timeout=30, what="the CRDs to be served")
+    await wait_for(lambda: admin.serves_payments(shop), timeout=30, what="the CRDs to be served")
     spec = {"orderId": "9001", "amount": 1200, "currency": "usd"}
     await admin.create_pi(shop, "before-upgrade", spec)
 

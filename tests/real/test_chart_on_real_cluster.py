@@ -184,7 +184,8 @@ async def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
             "database": {"url": database_url},
             "kafka": {"brokers": kafka.bootstrap_servers},
         })
-        await wait_for(lambda: _served(admin, variant.payments), timeout=30, what="the chart's CRDs to be served")
+        await wait_for(lambda: admin.serves_payments(variant.payments), timeout=30,
+                       what="the chart's CRDs to be served")
         migrated = await release.run_hooks(admin.api)
         workloads = await release.workloads(admin.api)
         cert_dir, ca_bundle = await asyncio.to_thread(admission_certificate, workdir / "admission")
@@ -197,16 +198,6 @@ async def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         await _point_admission_here(admin, int(env["controller"]["KUBEPAY_ADMISSION_PORT"]), ca_bundle)
         kubectl = Kubectl(tools["kubectl"], str(cluster.kubeconfig), variant.payments, workdir / "kube-cache")
         yield Installed(variant, release, admin, kubectl, stripe, kafka, processes, env, migrated)
-
-
-async def _served(admin: Kube, namespace: str) -> bool:
-    try:
-        await admin.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    except ApiException as exc:
-        if exc.status in (404, 429):
-            return False
-        raise
-    return True
 
 
 async def _point_admission_here(admin: Kube, port: int, ca_bundle: str) -> None:
