@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from kubepay.retry import RETRYABLE
+
 Check = Callable[[], Awaitable[None]]
 TIMEOUT = 5.0
 
@@ -20,15 +22,21 @@ async def alive(_: web.Request) -> web.Response:
     return web.Response(text="ok", content_type="text/plain")
 
 
-async def problems(checks: Mapping[str, Check]) -> dict[str, str]:
-    """Run every check at once; each failing dependency by name, with its error (never a secret: the clients'
-    errors name hosts and reasons only)."""
-    async def run(check: Check) -> None:
+async def _problem(check: Check) -> str | None:
+    try:
         await asyncio.wait_for(check(), TIMEOUT)
+    except TimeoutError:
+        return f"no answer within {TIMEOUT:g} s"
+    except RETRYABLE as exc:  # the clients' own words: hosts and reasons, never credentials
+        return str(exc)
+    return None
 
-    results = await asyncio.gather(*(run(check) for check in checks.values()), return_exceptions=True)
-    return {name: str(result) or type(result).__name__
-            for name, result in zip(checks, results, strict=True) if isinstance(result, Exception)}
+
+async def problems(checks: Mapping[str, Check]) -> dict[str, str]:
+    """Run every check at once; each unavailable dependency by name, with why. Anything else is a bug, and
+    raises (aiohttp answers 500 and logs it)."""
+    found = await asyncio.gather(*(_problem(check) for check in checks.values()))
+    return {name: problem for name, problem in zip(checks, found, strict=True) if problem}
 
 
 def readiness(found: Mapping[str, str]) -> web.Response:

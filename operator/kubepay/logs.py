@@ -125,8 +125,8 @@ def features(command: str, settings: config.Settings) -> list[str]:
 
 def started(command: str, settings: config.Settings, port: int | None = None) -> None:
     """The one start-up line: version, Stripe API version, watched namespaces and features, as fields too."""
-    namespaces = [settings.api_namespace] if command == config.API else (
-        [settings.namespace] if settings.namespace else ["*"])
+    own = {config.API: settings.api_namespace, config.ORDERS: settings.orders_namespace}
+    namespaces = [own[command]] if command in own else [settings.namespace] if settings.namespace else ["*"]
     found = features(command, settings)
     where = f" on port {port}" if port else ""
     log.info("kubepay %s %s started%s: Stripe API %s, namespaces %s, features %s", command, __version__, where,

@@ -30,11 +30,11 @@ PAYMENTS_STUCK = Gauge(
     ["phase"])
 OLDEST_UNPUBLISHED = Gauge(
     "kubepay_oldest_unpublished_milestone_age_seconds",
-    "How long the oldest phase whose Kafka messages are not yet published has waited (0: none waits).")
+    "Seconds since the first failed attempt of the oldest message Kafka has not yet acknowledged (0: none waits).")
 LEDGER_UNPROCESSED = Gauge(
     "kubepay_ledger_unprocessed_events",
-    "Ledgered Stripe events not applied: left unprocessed by a crash or an outage, or invalid; "
-    "`kubepay replay-events` applies them.")
+    "Ledgered Stripe events older than a minute and not processed (a crash or an outage left them); "
+    "Stripe's redelivery or `kubepay replay-events` applies them.")
 REFUSED_WRITES = Counter(
     "kubepay_refused_writes_total",
     "Writes refused for good (left Synced=False, not retried), by target: kubernetes, postgres or kafka.", ["target"]

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
-from kubepay import config, logs
+from kubepay import config, health, logs
 from kubepay.controller import gauges, probes
 from kubepay.mirror.messages import Message
 from kubepay.mirror.publisher import Publisher, PublishFailed
@@ -176,6 +176,14 @@ async def _fine() -> None:
     return None
 
 
+async def _hangs() -> None:
+    await asyncio.Event().wait()  # a dependency that never answers
+
+
+async def _broken() -> None:
+    raise RuntimeError("a bug in a check")
+
+
 async def _kafka_down() -> None:
     raise PublishFailed("Kafka unavailable (brokers kafka:9092): KafkaConnectionError")
 
@@ -194,6 +202,13 @@ async def test_liveness_is_the_loop_and_readiness_is_start_up_and_dependencies(
         "kafka": "Kafka unavailable (brokers kafka:9092): KafkaConnectionError"}})
     runtime.publisher.ping = _fine
     assert (await client.get("/readyz")).status == 200
+    runtime.kube.ping = _hangs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(health, "TIMEOUT", 0.05)
+        hung = await client.get("/readyz")
+    assert (hung.status, (await hung.json())["problems"]) == (503, {"kubernetes": "no answer within 0.05 s"})
+    runtime.kube.ping = _broken  # a bug, not an outage: a 500 (and aiohttp logs its traceback)
+    assert (await client.get("/readyz")).status == 500
     memo["controller"] = asyncio.create_task(_fine())
     await memo["controller"]
     assert (await client.get("/healthz")).status == 500  # the controller stopped: a restart is the cure

@@ -265,3 +265,14 @@ every object of its kind) in place.
 checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end -}}
 {{- end -}}
+
+{{/* The NetworkPolicy rule that lets networkPolicy.metricsFrom (empty: anyone) scrape a pod's `metrics` port. */}}
+{{- define "kubepay.metricsIngress" -}}
+- ports:
+    - port: metrics
+      protocol: TCP
+  {{- with .Values.networkPolicy.metricsFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}

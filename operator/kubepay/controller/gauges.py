@@ -1,5 +1,6 @@
-"""The controller's gauges an SRE alerts on: stuck payments and the ledger's unprocessed events, refreshed every
-`INTERVAL` seconds; the oldest unpublished milestone and whether this replica works, read at each scrape."""
+"""The controller's gauges an SRE alerts on: stuck payments, the oldest unpublished milestone and the ledger's
+unprocessed events, refreshed every `INTERVAL` seconds on the event loop (the scrape runs in prometheus_client's
+thread, which must not walk the controller's dicts); whether this replica works is read at each scrape."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 from kubepay import metrics
 from kubepay.mirror.publisher import Publisher
 from kubepay.model.phases import Phase
-from kubepay.model.resources import PAYMENT_INTENTS
+from kubepay.model.resources import PAYMENT_INTENTS, epoch
 from kubepay.postgres import StoreUnavailable
 from kubepay.stripe.ledger import Ledger
 
@@ -34,8 +34,8 @@ def stuck(bodies: Iterable[tuple[str, Mapping[str, Any]]], stuck_after: float, n
         phase = (body.get("status") or {}).get("phase")
         if plural != PAYMENT_INTENTS or phase not in NON_FINAL:
             continue
-        created = datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
-        if now - created > stuck_after:
+        created = epoch(body["metadata"].get("creationTimestamp"))
+        if created is not None and now - created > stuck_after:
             found[phase] += 1
     return found
 
@@ -43,15 +43,16 @@ def stuck(bodies: Iterable[tuple[str, Mapping[str, Any]]], stuck_after: float, n
 class Gauges:
     def __init__(self, bodies: Bodies, ledger: Ledger, publisher: Publisher, is_active: Callable[[], bool],
                  stuck_after: float, clock: Callable[[], float] = time.time) -> None:
-        self._bodies, self._ledger, self._stuck_after, self._clock = bodies, ledger, stuck_after, clock
+        self._bodies, self._ledger, self._publisher = bodies, ledger, publisher
+        self._stuck_after, self._clock = stuck_after, clock
         self._ledger_down = False
-        metrics.OLDEST_UNPUBLISHED.set_function(publisher.oldest_unacknowledged_age)
-        metrics.CONTROLLER_ACTIVE.set_function(lambda: float(is_active()))
+        metrics.CONTROLLER_ACTIVE.set_function(lambda: float(is_active()))  # an Event's flag: safe from any thread
 
     async def refresh(self) -> None:
         counts = stuck(self._bodies(), self._stuck_after, self._clock())
         for phase in NON_FINAL:
             metrics.PAYMENTS_STUCK.labels(phase).set(counts[phase])
+        metrics.OLDEST_UNPUBLISHED.set(self._publisher.oldest_unacknowledged_age())
         try:
             metrics.LEDGER_UNPROCESSED.set(await self._ledger.unprocessed(IN_FLIGHT))
         except StoreUnavailable as exc:

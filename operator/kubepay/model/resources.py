@@ -36,8 +36,8 @@ def _opt_str(value: Any) -> str | None:
     return str(value) if value else None
 
 
-def _epoch(value: Any) -> float | None:
-    """An RFC 3339 time kubepay wrote (`...Z`), as seconds since the epoch."""
+def epoch(value: Any) -> float | None:
+    """An RFC 3339 time (`...Z`, as Kubernetes and kubepay write them), as seconds since the epoch."""
     if not value:
         return None
     try:
@@ -154,7 +154,7 @@ class StripeIntent:
             last_event_created=_int(block.get("lastEventCreated")),
             amount=_opt_int(block.get("amount")),
             payment_method=_opt_str(block.get("paymentMethod")),
-            last_synced_at=_epoch(block.get("lastSyncedAt")),
+            last_synced_at=epoch(block.get("lastSyncedAt")),
         )
 
 
@@ -183,7 +183,7 @@ class Progress(Generic[P]):
                 "conditions": list(status.get("conditions") or []),
                 "published": tuple(status.get("published") or ()),
                 "mirrored": _opt_str(status.get("mirrored")),
-                "mirrored_at": _epoch(status.get("mirroredAt"))}
+                "mirrored_at": epoch(status.get("mirroredAt"))}
 
 
 @dataclass(frozen=True)
@@ -277,7 +277,7 @@ class StripeRefund:
         block = block or {}
         return cls(_opt_str(block.get("refundId")), _opt_str(block.get("paymentIntentId")),
                    _opt_str(block.get("status")), _opt_str(block.get("lastEventId")),
-                   _int(block.get("lastEventCreated")), _epoch(block.get("lastSyncedAt")))
+                   _int(block.get("lastEventCreated")), epoch(block.get("lastSyncedAt")))
 
 
 @dataclass(frozen=True)
